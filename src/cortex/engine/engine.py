@@ -1,0 +1,442 @@
+"""Engine: the public inference API of one model on one device (generate, stream, chat, abort, stats).
+
+A request goes ``_make_request`` (validate, resolve params) -> ``Scheduler`` (blocks, slot, chunked
+prefill, preemption) -> ``ModelRunner`` (tensors, forward, sample) -> ``Scheduler.update`` (append,
+stop checks) -> ``_emit`` (a :class:`RequestStream`: incremental text, stop strings, a
+:class:`StreamDelta` to the request's sink). One background thread steps the scheduler while there is
+work, and only then; every caller (the blocking ``generate`` and any number of asyncio ``stream``
+consumers) only adds requests and receives deltas through a thread-safe sink. ``self._lock`` guards
+the scheduler and the tracked requests; it is not held during the forward, so ``abort`` returns at
+once (an aborted request's blocks may still be written by the step in flight, but nothing else can
+own them before that step ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cortex.engine.cache.block_allocator import BlockAllocator
+from cortex.engine.cache.cache_plan import CachePlan, plan_cache
+from cortex.engine.cache.pools import allocate_caches
+from cortex.engine.cache.slot_allocator import SlotAllocator
+from cortex.engine.config import ModelConfig
+from cortex.engine.engine_config import EngineConfig
+from cortex.engine.errors import EngineError
+from cortex.engine.output_processor import OutputCollector, RequestStream, Sink, token_logprobs
+from cortex.engine.outputs import ChatDelta, ChatReply, RequestOutput, StreamDelta
+from cortex.engine.request import Request
+from cortex.engine.runner import Model, ModelRunner
+from cortex.engine.sampling import RowLogprobs
+from cortex.engine.sampling_params import SamplingParams
+from cortex.engine.scheduler import ScheduledBatch, Scheduler
+from cortex.engine.stats import EngineStats, ThroughputMeter
+from cortex.engine.text.tokenizer import Tokenizer
+from cortex.errors import ContextLengthError, InvalidRequestError
+
+CPU_CACHE_MEMORY_BYTES = 1 << 30
+CUDA_CACHE_MEMORY_FRACTION = 0.8  # of the free device memory once the weights are loaded
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name)
+    assert isinstance(dtype, torch.dtype)
+    return dtype
+
+
+def default_cache_memory_bytes(device: torch.device) -> int:
+    """1 GiB on CPU; on CUDA, a fixed fraction of what is free now (call after loading the weights)."""
+    if device.type == "cuda":
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        return int(free_bytes * CUDA_CACHE_MEMORY_FRACTION)
+    return CPU_CACHE_MEMORY_BYTES
+
+
+class Engine:
+    """One model on one device, with continuous batching. Thread-safe; use as a context manager or close()."""
+
+    def __init__(
+        self,
+        model: Model,
+        model_config: ModelConfig,
+        config: EngineConfig | None = None,
+        *,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        self.config = config = config or EngineConfig()
+        if config.max_model_len is not None and config.max_model_len > model_config.max_position_embeddings:
+            raise InvalidRequestError(
+                f"max_model_len={config.max_model_len} exceeds the model's max_position_embeddings "
+                f"({model_config.max_position_embeddings})",
+                param="max_model_len",
+            )
+        self.model_config = model_config
+        self.tokenizer = tokenizer
+        self.device = torch.device(config.device)
+        dtype = _torch_dtype(config.dtype)
+        specs = model_config.layer_cache_specs()
+        self.cache_plan: CachePlan = plan_cache(
+            specs,
+            cache_memory_bytes=config.cache_memory_bytes or default_cache_memory_bytes(self.device),
+            block_size=config.block_size,
+            dtype_bytes=dtype.itemsize,
+            max_num_seqs=config.max_num_seqs,
+            max_model_len=config.max_model_len,
+            model_max_len=model_config.max_position_embeddings,
+        )
+        self.max_model_len = self.cache_plan.max_model_len
+        self._scheduler = Scheduler(
+            block_allocator=BlockAllocator(self.cache_plan.num_blocks),
+            slot_allocator=SlotAllocator(self.cache_plan.num_slots),
+            block_size=config.block_size,
+            max_num_seqs=min(config.max_num_seqs, self.cache_plan.num_slots),
+            max_num_batched_tokens=config.max_num_batched_tokens,
+            prefill_chunk_size=config.chunk_size,
+            max_model_len=self.max_model_len,
+        )
+        caches = allocate_caches(specs, self.cache_plan, dtype=dtype, device=self.device)
+        self._runner = ModelRunner(model, caches, block_size=config.block_size, device=self.device)
+        # generation_config's eos ids, plus the tokenizer's own eos (as vLLM does)
+        self._eos_token_ids = frozenset(model_config.eos_token_ids) | frozenset(
+            tokenizer.eos_token_ids if tokenizer is not None else ()
+        )
+        self._tracked: dict[str, RequestStream] = {}
+        self._released_ids: list[str] = []  # finished outside a step; their generators go at the next step
+        self._lock = threading.RLock()  # re-entered when a sink aborts its own request
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._meter = ThroughputMeter()
+        self._total_prompt_tokens = 0
+        self._total_generated_tokens = 0
+        self._num_preemptions = 0
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str | torch.dtype = "float32",
+        max_num_seqs: int = 32,
+        max_model_len: int | None = None,
+        cache_memory_bytes: int | None = None,
+        max_num_batched_tokens: int = 4096,
+        prefill_chunk_size: int | None = None,
+        block_size: int = 16,
+    ) -> Engine:
+        """Load a Hugging Face model folder (config.json, safetensors, optional tokenizer.json)."""
+        from cortex.engine.models import load_model
+
+        dtype_name = str(dtype).removeprefix("torch.")
+        config = EngineConfig(
+            max_num_seqs=max_num_seqs,
+            max_model_len=max_model_len,
+            max_num_batched_tokens=max_num_batched_tokens,
+            prefill_chunk_size=prefill_chunk_size,
+            block_size=block_size,
+            cache_memory_bytes=cache_memory_bytes,
+            device=device,
+            dtype=dtype_name,
+        )
+        model, model_config = load_model(path, dtype=dtype_name, device=device)
+        return cls(model, model_config, config, tokenizer=Tokenizer.from_folder(path))
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidRequestError(
+                    "this model folder has no tokenizer.json: pass token ids instead of text", param="prompt"
+                )
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = list(prompt)
+            if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+                raise InvalidRequestError("a prompt is a string or a list of token ids", param="prompt")
+        if not ids:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
+        vocab_size = self.model_config.vocab_size
+        if any(not 0 <= t < vocab_size for t in ids):
+            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab_size})", param="prompt")
+        return ids
+
+    def _make_request(
+        self, prompt: str | Sequence[int], params: SamplingParams | None, request_id: str | None
+    ) -> Request:
+        prompt_ids = self._prompt_ids(prompt)
+        params = (params or SamplingParams()).resolve(self.model_config.generation_defaults)
+        if params.stop and self.tokenizer is None:
+            raise InvalidRequestError("stop strings need a tokenizer; use stop_token_ids", param="stop")
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise ContextLengthError(
+                f"the prompt has {len(prompt_ids)} tokens; max_model_len is {self.max_model_len}",
+                param="prompt",
+            )
+        if params.max_tokens is not None and params.max_tokens > room:
+            raise ContextLengthError(
+                f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({params.max_tokens}) exceeds "
+                f"max_model_len ({self.max_model_len})",
+                param="max_tokens",
+            )
+        return Request(
+            request_id=request_id or uuid.uuid4().hex,
+            prompt_token_ids=prompt_ids,
+            params=params,
+            max_tokens=params.max_tokens if params.max_tokens is not None else room,
+            eos_token_ids=self._eos_token_ids,
+        )
+
+    def _submit(self, request: Request, sink: Sink) -> None:
+        stream = RequestStream.create(request, sink, self.tokenizer)
+        with self._lock:
+            if self._closed:
+                raise EngineError("the engine is closed")
+            if request.request_id in self._tracked:
+                raise InvalidRequestError(f"request id {request.request_id!r} is in use", param="request_id")
+            self._scheduler.add(request)
+            self._tracked[request.request_id] = stream
+            self._total_prompt_tokens += request.num_prompt_tokens
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="cortex-engine", daemon=True)
+                self._thread.start()
+
+    def abort(self, request_id: str) -> bool:
+        """Stop a request now and free its blocks and slot; its consumer gets a final "abort" delta.
+
+        Returns False when the id is unknown or already finished.
+        """
+        with self._lock:
+            aborted = self._scheduler.abort([request_id])
+            for request in aborted:
+                self._released_ids.append(request.request_id)
+                self._tracked.pop(request.request_id).send([], "", None)
+            return bool(aborted)
+
+    # ---- the step loop (background thread) --------------------------------------------------------
+
+    def _loop(self) -> None:
+        # The thread ends when the work does (and _submit starts a new one), so an idle Engine holds no
+        # thread that would keep it, its model and its caches alive after its last user lets go.
+        with torch.inference_mode():
+            while True:
+                with self._lock:
+                    if self._closed or not self._scheduler.has_work():
+                        self._thread = None
+                        return
+                try:
+                    self._step()
+                except Exception as exc:
+                    self._fail_all(f"a forward step failed: {exc!r}", cause=exc)
+
+    def _step(self) -> None:
+        with self._lock:
+            for request_id in self._released_ids:
+                self._runner.release(request_id)
+            self._released_ids.clear()
+            batch = self._scheduler.schedule()
+            if batch.is_empty:
+                raise EngineError(f"the scheduler made no progress ({self._scheduler.num_waiting} waiting)")
+            self._num_preemptions += len(batch.preempted)
+        start_s = time.perf_counter()
+        output = self._runner.execute(batch)
+        end_s = time.perf_counter()
+        with self._lock:
+            self._meter.record(
+                start_s=start_s,
+                end_s=end_s,
+                num_prefill_tokens=batch.num_prefill_tokens,
+                num_decode_tokens=batch.num_decode_tokens,
+            )
+            logprobs = self._logprobs_by_request(batch, output.logprobs)
+            for request in self._scheduler.update(batch, output.token_ids):
+                self._total_generated_tokens += 1
+                self._emit(request, logprobs.get(request.request_id))
+            for seq in batch.seqs:
+                if seq.request.is_finished:
+                    self._runner.release(seq.request.request_id)
+
+    @staticmethod
+    def _logprobs_by_request(
+        batch: ScheduledBatch, rows: Sequence[RowLogprobs | None]
+    ) -> dict[str, RowLogprobs | None]:
+        sampling = [seq.request.request_id for seq in batch.seqs if seq.samples]
+        return dict(zip(sampling, rows, strict=True))
+
+    def _emit(self, request: Request, row_logprobs: RowLogprobs | None) -> None:
+        """Send a request's newest token to its consumer; a completed stop string finishes the request."""
+        stream = self._tracked[request.request_id]
+        token_id = request.output_token_ids[-1]
+        text, matched = stream.new_text(token_id, finishing=request.is_finished)
+        if matched is not None:
+            self._scheduler.finish(request, "stop", matched)
+            request.finish_reason, request.stop_reason = "stop", matched  # also if it had just ended
+        if request.is_finished:
+            del self._tracked[request.request_id]
+        stream.send([token_id], text, token_logprobs(self.tokenizer, token_id, row_logprobs))
+
+    def _fail_all(self, message: str, *, cause: BaseException | None = None) -> None:
+        """End every request in flight; each consumer gets its own EngineError(message) from ``cause``."""
+        with self._lock:
+            streams = list(self._tracked.values())
+            self._tracked.clear()
+            request_ids = [stream.request.request_id for stream in streams]
+            self._scheduler.abort(request_ids)
+            self._released_ids.extend(request_ids)
+        for stream in streams:
+            error = EngineError(message)
+            error.__cause__ = cause
+            stream.sink(error)
+
+    # ---- public API -------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: str | Sequence[str] | Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+    ) -> list[RequestOutput]:
+        """Run prompts (strings, or lists of token ids) to completion; outputs in the prompts' order."""
+        prompt_list: list[str | Sequence[int]] = [prompts] if isinstance(prompts, str) else list(prompts)
+        if prompt_list and isinstance(prompt_list[0], int):
+            raise InvalidRequestError("pass a list of prompts: [[1, 2, 3]], not [1, 2, 3]", param="prompt")
+        if params is None or isinstance(params, SamplingParams):
+            params_list: list[SamplingParams | None] = [params] * len(prompt_list)
+        else:
+            params_list = list(params)
+            if len(params_list) != len(prompt_list):
+                raise InvalidRequestError(
+                    f"got {len(params_list)} SamplingParams for {len(prompt_list)} prompts", param="params"
+                )
+        requests = [self._make_request(p, sp, None) for p, sp in zip(prompt_list, params_list, strict=True)]
+        collectors = [OutputCollector() for _ in requests]
+        try:
+            for request, collector in zip(requests, collectors, strict=True):
+                self._submit(request, collector)
+            for collector in collectors:
+                collector.done.wait()
+        finally:
+            for request, collector in zip(requests, collectors, strict=True):
+                if not collector.done.is_set():
+                    self.abort(request.request_id)
+        outputs = []
+        for request, collector in zip(requests, collectors, strict=True):
+            if collector.error is not None:
+                raise collector.error
+            assert collector.last is not None
+            assert collector.last.finish_reason is not None
+            outputs.append(
+                RequestOutput(
+                    request_id=request.request_id,
+                    prompt_token_ids=request.prompt_token_ids,
+                    token_ids=collector.token_ids,
+                    text="".join(collector.text),
+                    finish_reason=collector.last.finish_reason,
+                    stop_reason=collector.last.stop_reason,
+                    logprobs=collector.logprobs if request.params.logprobs is not None else None,
+                )
+            )
+        return outputs
+
+    async def stream(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> AsyncIterator[StreamDelta]:
+        """Yield a request's deltas as they are generated; the last one has ``finish_reason`` set.
+
+        Validation errors raise on the first iteration. If the consumer stops early (``aclose()``, task
+        cancelled, client disconnected) the request is aborted at once. Needs an asyncio event loop.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
+
+        def sink(item: StreamDelta | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
+                if isinstance(item, StreamDelta) and item.finish_reason is None:
+                    self.abort(item.request_id)
+
+        request = self._make_request(prompt, params, request_id)
+        self._submit(request, sink)
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finish_reason is not None
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.abort(request.request_id)
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        params: SamplingParams | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **template_kwargs: Any,
+    ) -> ChatReply:
+        """Render the chat template, generate, and parse reasoning and tool calls (see docs/text.md)."""
+        from cortex.engine.text.chat import chat
+
+        return chat(self, messages, params, tools, **template_kwargs)
+
+    def chat_stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        params: SamplingParams | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **template_kwargs: Any,
+    ) -> AsyncIterator[ChatDelta]:
+        """The streaming twin of :meth:`chat`."""
+        from cortex.engine.text.chat import stream_chat
+
+        return stream_chat(self, messages, params, tools, **template_kwargs)
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            prefill_rate, decode_rate = self._meter.rates(time.perf_counter())
+            scheduler = self._scheduler
+            return EngineStats(
+                num_running=scheduler.num_running,
+                num_waiting=scheduler.num_waiting,
+                num_kv_blocks_used=scheduler.block_allocator.num_used,
+                num_kv_blocks_total=scheduler.block_allocator.num_blocks,
+                num_state_slots_used=scheduler.slot_allocator.num_used,
+                num_state_slots_total=scheduler.slot_allocator.num_slots,
+                prefill_tokens_per_s=prefill_rate,
+                decode_tokens_per_s=decode_rate,
+                total_prompt_tokens=self._total_prompt_tokens,
+                total_generated_tokens=self._total_generated_tokens,
+                num_preemptions=self._num_preemptions,
+            )
+
+    def close(self) -> None:
+        """Stop the step loop; requests still in flight end with an EngineError. Idempotent."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self._fail_all("the engine was closed")
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,75 @@
+"""EngineConfig: the runtime knobs of one Engine (batching, cache budget, device), frozen and validated.
+
+Values derived from it and from the model (the number of KV blocks and state slots, the effective
+``max_model_len``) live in :class:`cortex.engine.cache.cache_plan.CachePlan`, never written back here.
+This module does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cortex.errors import InvalidRequestError
+
+SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How an Engine batches and caches.
+
+    max_num_seqs: requests running at once (each holds one recurrent-state slot).
+    max_model_len: prompt + output tokens per request; ``None`` means the model's
+        ``max_position_embeddings``, lowered to what the cache budget can hold for one request.
+    max_num_batched_tokens: tokens (prefill + decode) in one forward step.
+    prefill_chunk_size: prompt tokens of one request in one step; longer prompts are prefilled in chunks.
+        ``None`` means ``max_num_batched_tokens`` (see :attr:`chunk_size`).
+    block_size: tokens per KV-cache page.
+    cache_memory_bytes: bytes for the KV pages and state slots together; ``None`` means 1 GiB on CPU and
+        80% of the free memory on CUDA, in both cases at most what ``max_num_seqs`` full-length requests need.
+    device: "cpu", "cuda" or "cuda:N". dtype: the model's dtype name (state slots' ssm part is float32).
+    """
+
+    max_num_seqs: int = 32
+    max_model_len: int | None = None
+    max_num_batched_tokens: int = 4096
+    prefill_chunk_size: int | None = None
+    block_size: int = 16
+    cache_memory_bytes: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}", param=name)
+
+        for name in (
+            "max_num_seqs",
+            "max_model_len",
+            "max_num_batched_tokens",
+            "prefill_chunk_size",
+            "block_size",
+            "cache_memory_bytes",
+        ):
+            positive(name)
+        if self.prefill_chunk_size is not None and self.prefill_chunk_size > self.max_num_batched_tokens:
+            raise InvalidRequestError(
+                f"prefill_chunk_size ({self.prefill_chunk_size}) must not exceed "
+                f"max_num_batched_tokens ({self.max_num_batched_tokens})",
+                param="prefill_chunk_size",
+            )
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise InvalidRequestError(
+                f"dtype must be one of {', '.join(SUPPORTED_DTYPES)}, got {self.dtype!r}", param="dtype"
+            )
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise InvalidRequestError(
+                f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}", param="device"
+            )
+
+    @property
+    def chunk_size(self) -> int:
+        """The effective prefill chunk size."""
+        return self.prefill_chunk_size or self.max_num_batched_tokens

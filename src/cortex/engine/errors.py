@@ -1,0 +1,33 @@
+"""The engine's exception tree.
+
+CortexError
+└── EngineError                     model loading and runtime failures
+    ├── ModelLoadError              a model folder cannot be turned into a model
+    │   ├── UnsupportedModelError   config.json names an architecture cortex does not implement
+    │   └── WeightsError            a tensor is missing, unexpected or wrongly shaped
+    └── CacheExhaustedError         no KV block or state slot is left for a request
+"""
+
+from __future__ import annotations
+
+from cortex.errors import CortexError
+
+
+class EngineError(CortexError):
+    """Base class of the engine's errors."""
+
+
+class ModelLoadError(EngineError):
+    """A model folder cannot be loaded (bad config, unreadable files)."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The checkpoint's ``model_type`` is not one cortex implements."""
+
+
+class WeightsError(ModelLoadError):
+    """A checkpoint tensor is missing, unexpected or has the wrong shape."""
+
+
+class CacheExhaustedError(EngineError):
+    """The KV cache or the recurrent-state pool has no room left."""

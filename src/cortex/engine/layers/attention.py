@@ -1,0 +1,87 @@
+"""Full attention over the paged KV cache: Qwen3.5 / Qwen3-Next gated attention and Qwen3 attention.
+
+Per token: ``q = q_norm(q)``, ``k = k_norm(k)`` per head, rotary on the first ``rotary_dim`` dims, the
+new K/V stored at ``batch.slot_mapping``, then causal GQA over each sequence's cached context. With
+``output_gate`` (Qwen3.5, Qwen3-Next), ``q_proj`` emits per head ``[query (head_dim) | gate (head_dim)]``
+and the attention output is multiplied by ``sigmoid(gate)`` before ``o_proj``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cortex.engine.batch import ForwardBatch
+from cortex.engine.cache.layer_cache import AttentionCache
+from cortex.engine.kernels.kv_cache import store_kv_cache
+from cortex.engine.kernels.paged_attention import paged_attention_decode, paged_attention_prefill
+from cortex.engine.kernels.rotary import apply_rotary
+from cortex.engine.layers.norm import RMSNorm
+
+
+class Attention(nn.Module):
+    def __init__(
+        self,
+        hidden_size: int,
+        *,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        rms_norm_eps: float,
+        zero_centred_norm: bool,
+        output_gate: bool,
+        bias: bool,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.output_gate = output_gate
+        self.scale = head_dim**-0.5
+        q_out = num_heads * head_dim * (2 if output_gate else 1)
+        self.q_proj = nn.Linear(hidden_size, q_out, bias=bias)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=bias)
+        self.q_norm = RMSNorm(head_dim, rms_norm_eps, zero_centred=zero_centred_norm)
+        self.k_norm = RMSNorm(head_dim, rms_norm_eps, zero_centred=zero_centred_norm)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        batch: ForwardBatch,
+        cache: AttentionCache,
+    ) -> torch.Tensor:
+        # x: [num_tokens, hidden_size]; cos, sin: [num_tokens, rotary_dim]
+        num_tokens = x.shape[0]
+        q = self.q_proj(x).view(num_tokens, self.num_heads, -1)
+        gate = None
+        if self.output_gate:
+            q, gate = q.split(self.head_dim, dim=-1)
+        k = self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
+        cos, sin = cos_sin
+        q = apply_rotary(self.q_norm(q), cos, sin)
+        k = apply_rotary(self.k_norm(k), cos, sin)
+        store_kv_cache(k, v, cache.k, cache.v, batch.slot_mapping)
+        seq_lens = [c + n for c, n in zip(batch.num_cached_tokens_host, batch.query_lens_host, strict=True)]
+        if all(n == 1 for n in batch.query_lens_host):
+            o = paged_attention_decode(
+                q, cache.k, cache.v, seq_lens=seq_lens, block_tables=batch.block_tables, scale=self.scale
+            )
+        else:
+            o = paged_attention_prefill(
+                q,
+                cache.k,
+                cache.v,
+                query_lens=batch.query_lens_host,
+                seq_lens=seq_lens,
+                block_tables=batch.block_tables,
+                scale=self.scale,
+            )
+        o = o.reshape(num_tokens, self.num_heads * self.head_dim)
+        if gate is not None:
+            o = o * torch.sigmoid(gate.reshape(num_tokens, -1))
+        out: torch.Tensor = self.o_proj(o)
+        return out

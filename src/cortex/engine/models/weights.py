@@ -1,0 +1,162 @@
+"""load_model(): a Hugging Face model folder -> (nn.Module on the device, ModelConfig).
+
+Reads ``model.safetensors`` or the shards listed in ``model.safetensors.index.json`` through
+``safe_open`` (memory-mapped), converts each tensor to the requested dtype and copies it into a model
+built on the meta device and then materialised on the target device, so the weights are never held
+twice in host memory. Only files inside the folder are read.
+
+Checkpoint names are mapped to cortex's parameter names:
+  - ``model.language_model.X`` (Qwen3.5 multimodal layout) -> ``model.X``;
+  - ``model.visual.*`` and ``mtp.*`` are skipped (vision tower and multi-token prediction);
+  - per-expert ``mlp.experts.E.{gate,up,down}_proj.weight`` go into the fused
+    ``mlp.experts.gate_up_proj [E, 2I, H]`` (gate rows first) and ``mlp.experts.down_proj [E, H, I]``;
+  - Qwen3-Next ``in_proj_qkvz`` / ``in_proj_ba`` are split into ``in_proj_qkv``, ``in_proj_z``,
+    ``in_proj_b``, ``in_proj_a``;
+  - ``lm_head.weight`` is ignored when embeddings are tied.
+A missing, unexpected or wrongly shaped tensor raises ``WeightsError`` naming it and both shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from cortex.engine.config import ModelConfig
+from cortex.engine.errors import ModelLoadError, WeightsError
+from cortex.engine.models.causal_lm import CausalLM
+from cortex.engine.models.qwen3 import Qwen3ForCausalLM
+from cortex.engine.models.qwen3_5 import Qwen3_5ForCausalLM
+from cortex.engine.models.qwen3_next import Qwen3NextForCausalLM, split_ba, split_qkvz
+
+MODEL_CLASSES: dict[str, Callable[[ModelConfig], CausalLM]] = {
+    "qwen3_5": Qwen3_5ForCausalLM,
+    "qwen3_5_moe": Qwen3_5ForCausalLM,
+    "qwen3_next": Qwen3NextForCausalLM,
+    "qwen3": Qwen3ForCausalLM,
+}
+
+_SKIPPED_PREFIXES = ("model.visual.", "visual.", "mtp.")
+_PER_EXPERT = re.compile(r"^(.*\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+
+# (parameter name, index into it or None for the whole tensor, tensor)
+_Piece = tuple[str, tuple[int | slice, ...] | None, torch.Tensor]
+
+
+def load_model(
+    folder: str | Path, *, dtype: str | torch.dtype = "bfloat16", device: str | torch.device = "cpu"
+) -> tuple[CausalLM, ModelConfig]:
+    """Build the model ``folder`` describes and load its weights; the model is in eval mode, no grads."""
+    folder = Path(folder)
+    config = ModelConfig.from_hf(folder)
+    torch_dtype = _torch_dtype(dtype)
+    with torch.device("meta"):
+        model = MODEL_CLASSES[config.arch](config)
+    model = model.to(dtype=torch_dtype).to_empty(device=device)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    params = dict(model.named_parameters())
+    loaded_numel = dict.fromkeys(params, 0)
+    with torch.no_grad():
+        for name, index, tensor in _pieces(folder, config):
+            if name not in params:
+                raise WeightsError(f"unexpected tensor {name} with shape {tuple(tensor.shape)} in checkpoint")
+            target = params[name] if index is None else params[name][index]
+            if tuple(target.shape) != tuple(tensor.shape):
+                raise WeightsError(
+                    f"tensor {name} has shape {tuple(tensor.shape)} in the checkpoint, "
+                    f"but the model expects {tuple(target.shape)}"
+                )
+            target.copy_(tensor)  # converts dtype and moves to the device in one copy
+            loaded_numel[name] += tensor.numel()
+    for name, param in params.items():
+        if loaded_numel[name] != param.numel():
+            raise WeightsError(f"missing tensor {name} (expected shape {tuple(param.shape)}) in checkpoint")
+    model.requires_grad_(False)
+    return model.eval(), config
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return resolved
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The safetensors files of a checkpoint, each checked to lie inside ``folder``."""
+    root = folder.resolve()
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"cannot read {index.name}: {exc!r}") from exc
+        names = sorted(set(weight_map.values()))
+    elif (folder / "model.safetensors").is_file():
+        names = ["model.safetensors"]
+    else:
+        raise ModelLoadError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+    files = []
+    for name in names:
+        path = (folder / name).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise ModelLoadError(f"checkpoint shard {name!r} is missing or outside {folder}")
+        files.append(path)
+    return files
+
+
+def _pieces(folder: Path, config: ModelConfig) -> Iterator[_Piece]:
+    for path in checkpoint_files(folder):
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                if key.startswith(_SKIPPED_PREFIXES):
+                    continue
+                name = key
+                if key.startswith("model.language_model."):
+                    name = "model." + key.removeprefix("model.language_model.")
+                if name == "lm_head.weight" and config.tie_word_embeddings:
+                    continue
+                yield from _map(name, f.get_tensor(key), config)
+
+
+def _map(name: str, tensor: torch.Tensor, config: ModelConfig) -> Iterator[_Piece]:
+    per_expert = _PER_EXPERT.match(name)
+    if per_expert:
+        prefix, expert, proj = per_expert.group(1), int(per_expert.group(2)), per_expert.group(3)
+        size = config.moe_intermediate_size
+        if proj == "down_proj":
+            yield f"{prefix}.down_proj", (expert,), tensor
+        else:
+            rows = slice(0, size) if proj == "gate_proj" else slice(size, 2 * size)
+            yield f"{prefix}.gate_up_proj", (expert, rows), tensor
+        return
+    if name.endswith(("linear_attn.in_proj_qkvz.weight", "linear_attn.in_proj_ba.weight")):
+        prefix = name.rsplit(".", 2)[0]
+        grouped = name.endswith("in_proj_qkvz.weight")
+        num_rows = (
+            2 * (config.linear_key_dim + config.linear_value_dim)
+            if grouped
+            else 2 * config.linear_num_value_heads
+        )
+        if tuple(tensor.shape) != (num_rows, config.hidden_size):
+            raise WeightsError(
+                f"tensor {name} has shape {tuple(tensor.shape)} in the checkpoint, "
+                f"but the model expects {(num_rows, config.hidden_size)}"
+            )
+        if grouped:
+            qkv, z = split_qkvz(tensor, config)
+            yield f"{prefix}.in_proj_qkv.weight", None, qkv
+            yield f"{prefix}.in_proj_z.weight", None, z
+        else:
+            b, a = split_ba(tensor, config)
+            yield f"{prefix}.in_proj_b.weight", None, b
+            yield f"{prefix}.in_proj_a.weight", None, a
+        return
+    yield name, None, tensor

@@ -1,0 +1,106 @@
+"""ModelRunner: a ScheduledBatch -> ForwardBatch tensors on the device -> model -> sampled tokens.
+
+No policy: the scheduler decided what runs; the runner only builds the step's tensors, calls the model
+with the cache tensors it owns, and samples. It keeps one ``torch.Generator`` per request (seeded from
+``SamplingParams.seed``, or randomly) alive across steps and preemptions, so a seeded request's draws
+depend only on its own history.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+
+import torch
+
+from cortex.engine.batch import ForwardBatch
+from cortex.engine.cache.layer_cache import LayerCache
+from cortex.engine.sampling import SamplerOutput, SamplingRow, sample
+from cortex.engine.scheduler import ScheduledBatch
+
+Model = Callable[[ForwardBatch, Sequence[LayerCache]], torch.Tensor]
+
+
+class ModelRunner:
+    def __init__(
+        self, model: Model, caches: Sequence[LayerCache], *, block_size: int, device: torch.device
+    ) -> None:
+        self.model = model
+        self.caches = caches
+        self.block_size = block_size
+        self.device = device
+        self._generators: dict[str, torch.Generator] = {}
+
+    def prepare(self, batch: ScheduledBatch) -> ForwardBatch:
+        """Flatten the batch's new tokens and metadata into device tensors (see ``ForwardBatch``)."""
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slot_mapping: list[int] = []
+        logits_indices: list[int] = []
+        state_slots: list[int] = []
+        query_lens = tuple(seq.num_new_tokens for seq in batch.seqs)
+        num_cached = tuple(seq.num_cached_tokens for seq in batch.seqs)
+        cu_seqlens = [0, *accumulate(query_lens)]
+        max_num_blocks = max(len(seq.request.block_table) for seq in batch.seqs)
+        block_tables: list[list[int]] = []
+        for i, seq in enumerate(batch.seqs):
+            request = seq.request
+            start, end = seq.num_cached_tokens, seq.num_cached_tokens + seq.num_new_tokens
+            input_ids.extend(request.token_ids_between(start, end))
+            positions.extend(range(start, end))
+            assert request.state_slot is not None, "a scheduled request holds a state slot"
+            state_slots.append(request.state_slot)
+            table = request.block_table
+            slot_mapping.extend(
+                table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)
+            )
+            block_tables.append(table + [-1] * (max_num_blocks - len(table)))
+            if seq.samples:
+                logits_indices.append(cu_seqlens[i + 1] - 1)
+
+        def tensor(values: Sequence[int] | Sequence[Sequence[int]], dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
+
+        return ForwardBatch(
+            input_ids=tensor(input_ids, torch.int64),
+            positions=tensor(positions, torch.int64),
+            cu_seqlens_q=tensor(cu_seqlens, torch.int32),
+            num_cached_tokens=tensor(num_cached, torch.int32),
+            seq_lens=tensor([c + q for c, q in zip(num_cached, query_lens, strict=True)], torch.int32),
+            slot_mapping=tensor(slot_mapping, torch.int64),
+            block_tables=tensor(block_tables, torch.int32),
+            state_slots=tensor(state_slots, torch.int64),
+            logits_indices=tensor(logits_indices, torch.int64),
+            query_lens_host=query_lens,
+            num_cached_tokens_host=num_cached,
+        )
+
+    def execute(self, batch: ScheduledBatch) -> SamplerOutput:
+        """Run one step; returns one sampled token per sampling seq of ``batch``, in order."""
+        logits = self.model(self.prepare(batch), self.caches)
+        rows = [
+            SamplingRow(
+                params=seq.request.params,
+                prompt_token_ids=seq.request.prompt_token_ids,
+                output_token_ids=seq.request.output_token_ids,
+                generator=self._generator(seq.request.request_id, seq.request.params.seed),
+            )
+            for seq in batch.seqs
+            if seq.samples
+        ]
+        if not rows:
+            return SamplerOutput([], [])
+        return sample(logits, rows)
+
+    def _generator(self, request_id: str, seed: int | None) -> torch.Generator:
+        generator = self._generators.get(request_id)
+        if generator is None:
+            generator = torch.Generator()  # CPU: the sampler draws its uniforms there on any device
+            generator.manual_seed(seed if seed is not None else random.getrandbits(63))
+            self._generators[request_id] = generator
+        return generator
+
+    def release(self, request_id: str) -> None:
+        """Forget a finished request's generator."""
+        self._generators.pop(request_id, None)

@@ -1,0 +1,501 @@
+"""``Fleet``: one catalogue over many neurons; routes requests, cold-loads, evicts and fails over.
+
+Composes the pieces: ``Poller`` keeps ``NeuronState`` fresh, ``Ledger`` holds the fleet's own
+bookkeeping and builds the snapshots that the pure ``routing.route`` decides from, ``Loader`` runs
+single-flight cold loads and evictions. This module owns the request path (``post``, ``stream``:
+route, claim a slot, send, fail over), the catalogue and status views, and the background poll and
+idle-TTL loops. Everything runs on one asyncio event loop; a route decision and the bookkeeping it
+implies (claiming a request slot, reserving memory, marking victims as unloading) happen without an
+``await`` in between, so concurrent requests never see a half-made decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from cortex.fleet.catalogue import (
+    CatalogueEntry,
+    anthropic_models,
+    build_catalogue,
+    openai_models,
+    resolve_model,
+)
+from cortex.fleet.errors import (
+    FleetConfigError,
+    FleetStreamError,
+    ModelNotFoundError,
+    NeuronUnavailableError,
+    NoCapacityError,
+    UpstreamError,
+)
+from cortex.fleet.eviction import idle_expired
+from cortex.fleet.ledger import Ledger
+from cortex.fleet.loader import Loader, reply_ok
+from cortex.fleet.neuron_client import NeuronClient, UpstreamReply
+from cortex.fleet.poller import NeuronState, Poller
+from cortex.fleet.profiles import FleetPolicy, ModelProfile, NeuronSpec
+from cortex.fleet.routing import RouteDecision, route
+
+__all__ = ["KEEPALIVE", "Fleet", "FleetResponse", "KeepAlive", "StreamItem"]
+
+_MAX_ROUTE_ROUNDS = 4
+
+
+class KeepAlive:
+    """Yielded by ``Fleet.stream`` every ``keepalive_s`` while waiting (cold load), before any data."""
+
+    def __repr__(self) -> str:
+        return "KEEPALIVE"
+
+
+KEEPALIVE = KeepAlive()
+StreamItem = dict[str, Any] | KeepAlive
+
+
+@dataclass(frozen=True)
+class FleetResponse:
+    """A neuron's complete answer: ``status`` and ``json`` body, the ``neuron`` that served it, the
+    canonical ``model`` and how many ``attempts`` it took (more than 1 after a failover)."""
+
+    status: int
+    json: Any
+    neuron: str
+    model: str
+    attempts: int
+
+
+class Fleet:
+    """Many neurons behind one catalogue. Use as ``async with Fleet(...) as fleet:``."""
+
+    def __init__(
+        self,
+        neurons: Sequence[NeuronSpec],
+        profiles: Sequence[ModelProfile] = (),
+        policy: FleetPolicy = FleetPolicy(),  # noqa: B008 - frozen, so a shared default is safe
+        *,
+        transport_factory: Callable[[NeuronSpec], httpx.AsyncBaseTransport] | None = None,
+    ) -> None:
+        for kind, names in (("neuron", [n.name for n in neurons]), ("model", [p.id for p in profiles])):
+            duplicates = sorted({x for x in names if names.count(x) > 1})
+            if duplicates:
+                raise FleetConfigError(f"duplicate {kind} names {duplicates}")
+        self.policy = policy
+        self._profiles = list(profiles)
+        self._states = {spec.name: NeuronState(spec) for spec in neurons}
+        self._ledger = Ledger(profiles, self._states)
+        self._clients = {
+            spec.name: NeuronClient(spec, transport_factory(spec) if transport_factory else None)
+            for spec in neurons
+        }
+        self._poller = Poller(
+            list(self._states.values()),
+            self._clients,
+            timeout_s=policy.poll_timeout_s,
+            unhealthy_after=policy.unhealthy_after,
+            local_load=self._ledger.local_load,
+        )
+        self._decisions: deque[dict[str, Any]] = deque(maxlen=policy.recent_decisions)
+        self._background: list[asyncio.Task[None]] = []
+        self._random = random.Random()
+        self._created = int(time.time())
+        self.counters: Counter[str] = Counter()
+        self._loader = Loader(
+            states=self._states,
+            clients=self._clients,
+            ledger=self._ledger,
+            policy=policy,
+            route=lambda model, exclude: self._route(model, affinity_key=None, exclude=exclude, record=True),
+            refresh=self.refresh,
+            counters=self.counters,
+            decisions=self._decisions,
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Fleet:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Poll every neuron once, then start the poller, the idle-TTL sweeper and pinned-model loads."""
+        await self.refresh()
+        self._background = [
+            asyncio.create_task(self._poll_loop(), name="fleet-poller"),
+            asyncio.create_task(self._sweep_loop(), name="fleet-ttl-sweeper"),
+        ]
+        for profile in self._profiles:
+            if profile.pinned and not self._ledger.where(profile.id, ("loaded", "loading")):
+                self._loader.start_load(profile.id, frozenset())
+
+    async def close(self) -> None:
+        tasks = [*self._background, *self._loader.loads.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._background = []
+        await asyncio.gather(*(client.aclose() for client in self._clients.values()))
+
+    async def refresh(self) -> None:
+        """Poll all neurons once, concurrently."""
+        await self._poller.poll_all()
+        self._ledger.prune()
+
+    # ---- catalogue ---------------------------------------------------------------------------------
+
+    def catalogue(self) -> list[CatalogueEntry]:
+        return build_catalogue(self._profiles, list(self._states.values()), self._ledger.canonical)
+
+    def openai_models(self) -> dict[str, Any]:
+        return openai_models(self.catalogue(), created=self._created)
+
+    def anthropic_models(self) -> dict[str, Any]:
+        return anthropic_models(self.catalogue(), created=self._created)
+
+    def resolve(self, model: str) -> str:
+        """The canonical id for a model name or alias; raises ``ModelNotFoundError``."""
+        known = {
+            self._ledger.canonical(upstream)
+            for state in self._states.values()
+            for upstream in [*state.models, *state.loadable]
+        }
+        resolved = resolve_model(model, self._profiles, known)
+        if resolved is None:
+            raise ModelNotFoundError(model)
+        return resolved
+
+    def explain(self, model: str, *, affinity_key: str | None = None) -> dict[str, Any]:
+        """Where the next request for ``model`` would go and why; loads, claims and counts nothing."""
+        canonical = self.resolve(model)
+        decision = self._route(canonical, affinity_key=affinity_key, exclude=frozenset(), record=False)
+        return {
+            "requested": model,
+            "eviction_strategy": self.policy.eviction,
+            "load_in_progress": canonical in self._loader.loads,
+            **decision.as_dict(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        views = {view.name: view for view in self._ledger.views(now)}
+        neurons = []
+        for name, state in self._states.items():
+            view = views[name]
+            neurons.append(
+                {
+                    "name": name,
+                    "url": state.spec.url,
+                    "healthy": state.healthy,
+                    "consecutive_failures": state.consecutive_failures,
+                    "last_error": state.last_error,
+                    "seconds_since_ok": None if state.last_ok_s is None else round(now - state.last_ok_s, 3),
+                    "memory_budget_bytes": state.memory_budget_bytes,
+                    "memory_used_bytes": state.memory_used_bytes,
+                    "memory_free_bytes": view.free_bytes,
+                    "load": view.load,
+                    "in_flight": state.in_flight,
+                    "queued": state.queued,
+                    "prefill_tokens_per_s": state.prefill_tokens_per_s,
+                    "decode_tokens_per_s": state.decode_tokens_per_s,
+                    "devices": state.devices,
+                    "models": [
+                        {
+                            "id": s.model,
+                            "status": s.status,
+                            "load": s.load,
+                            "idle_s": round(now - s.last_used_s, 3),
+                        }
+                        for s in view.models.values()
+                    ],
+                }
+            )
+        return {
+            "neurons": neurons,
+            "models": [entry.as_dict() for entry in self.catalogue()],
+            "loads_in_progress": sorted(self._loader.loads),
+            "load_errors": dict(self._loader.load_errors),
+            "decisions": list(self._decisions),
+            "counters": dict(self.counters),
+            "policy": {"eviction": self.policy.eviction},
+        }
+
+    # ---- requests -----------------------------------------------------------------------------------
+
+    async def post(
+        self,
+        model: str,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        affinity_key: str | None = None,
+    ) -> FleetResponse:
+        """Send a non-streamed request; fails over on connection errors and 5xx (jittered, bounded)."""
+        canonical = self.resolve(model)
+        payload = {**body, "model": self._ledger.upstream(canonical)}
+        failures: list[tuple[str, str]] = []
+        last_5xx: UpstreamError | None = None
+        self.counters["requests"] += 1
+        for attempt in range(self.policy.retry_attempts):
+            if attempt:
+                await self._backoff(attempt)
+            try:
+                neuron = await self._acquire(
+                    canonical, affinity_key=affinity_key, exclude=_excluded(failures)
+                )
+            except NoCapacityError:
+                if not failures:
+                    raise
+                break
+            try:
+                reply = await self._clients[neuron].post(path, payload, headers=headers)
+            except httpx.TransportError as exc:
+                failures.append((neuron, self._transport_failed(neuron, exc)))
+                continue
+            finally:
+                self._release(neuron, canonical)
+            if await self._should_retry(neuron, canonical, reply):
+                failures.append((neuron, f"HTTP {reply.status}"))
+                last_5xx = UpstreamError(neuron, reply.status, reply.body) if reply.status >= 500 else None
+                continue
+            return FleetResponse(reply.status, reply.body, neuron, canonical, attempt + 1)
+        self.counters["request_failures"] += 1
+        if last_5xx is not None and failures[-1][0] == last_5xx.neuron:
+            raise last_5xx
+        raise NeuronUnavailableError(canonical, failures)
+
+    async def stream(
+        self,
+        model: str,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        affinity_key: str | None = None,
+        keepalive_s: float | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """Stream a request's SSE ``data`` dicts; yields ``KEEPALIVE`` every ``keepalive_s`` while waiting.
+
+        Before the first data item, failures fail over like ``post`` and finally raise (``UpstreamError``
+        for a 4xx). After it, a broken stream raises ``FleetStreamError``.
+        """
+        canonical = self.resolve(model)
+        payload = {**body, "model": self._ledger.upstream(canonical)}
+        failures: list[tuple[str, str]] = []
+        last_5xx: UpstreamError | None = None
+        self.counters["requests"] += 1
+        for attempt in range(self.policy.retry_attempts):
+            if attempt:
+                await self._backoff(attempt)
+            acquire = asyncio.ensure_future(
+                self._acquire(canonical, affinity_key=affinity_key, exclude=_excluded(failures))
+            )
+            try:
+                while not acquire.done():
+                    await asyncio.wait({acquire}, timeout=keepalive_s)
+                    if not acquire.done():
+                        yield KEEPALIVE
+                neuron = acquire.result()
+            except NoCapacityError:
+                if not failures:
+                    raise
+                break
+            except BaseException:
+                # Closed or cancelled while waiting: a slot claimed after all is released.
+                acquire.cancel()
+                acquire.add_done_callback(lambda task: self._release_if_claimed(task, canonical))
+                raise
+            streamed = False
+            try:
+                async with self._clients[neuron].stream(path, payload, headers=headers) as upstream:
+                    if upstream.status != 200:
+                        reply = UpstreamReply(upstream.status, await upstream.error_body())
+                        if await self._should_retry(neuron, canonical, reply):
+                            failures.append((neuron, f"HTTP {reply.status}"))
+                            last_5xx = (
+                                UpstreamError(neuron, reply.status, reply.body)
+                                if reply.status >= 500
+                                else None
+                            )
+                            continue
+                        raise UpstreamError(neuron, reply.status, reply.body)
+                    async for event in upstream.events():
+                        streamed = True
+                        yield event
+                    return
+            except (httpx.TransportError, ValueError) as exc:
+                if isinstance(exc, httpx.TransportError):
+                    cause = self._transport_failed(neuron, exc)
+                else:
+                    cause = f"undecodable stream data: {exc}"
+                if streamed:
+                    self.counters["stream_errors"] += 1
+                    raise FleetStreamError(neuron, cause) from exc
+                failures.append((neuron, cause))
+            finally:
+                self._release(neuron, canonical)
+        self.counters["request_failures"] += 1
+        if last_5xx is not None and failures[-1][0] == last_5xx.neuron:
+            raise last_5xx
+        raise NeuronUnavailableError(canonical, failures)
+
+    # ---- explicit model management -------------------------------------------------------------------
+
+    async def load(self, model: str, neuron: str | None = None) -> str:
+        """Make sure ``model`` is loaded (on ``neuron`` if given); returns the neuron that has it."""
+        canonical = self.resolve(model)
+        if neuron is None:
+            await self._loader.wait_loaded(canonical, exclude=frozenset())
+            where = self._ledger.where(canonical, ("loaded",))
+            if not where:
+                raise NoCapacityError(canonical, "loaded, but its neuron is no longer available")
+            return where[0]
+        self._require_neuron(neuron)
+        others = frozenset(self._states) - {neuron}
+        decision = self._route(canonical, affinity_key=None, exclude=others, record=True)
+        if decision.action == "serve":
+            return neuron
+        if decision.action not in ("load", "join"):
+            raise NoCapacityError(canonical, decision.reason)
+        outcome, cause = await self._loader.load_on(neuron, canonical, decision.evict)
+        if outcome != "loaded":
+            raise NoCapacityError(canonical, cause)
+        return neuron
+
+    async def unload(self, model: str, neuron: str, *, force: bool = False) -> None:
+        """Unload ``model`` from ``neuron``; the neuron refuses (409) while requests are in flight."""
+        canonical = self.resolve(model)
+        self._require_neuron(neuron)
+        reply = await self._loader.unload(neuron, canonical, force=force, reason="explicit unload")
+        if reply.status != 200:
+            raise UpstreamError(neuron, reply.status, reply.body)
+
+    async def sweep_idle(self) -> list[tuple[str, str]]:
+        """Unload every model idle for longer than its ``idle_ttl_s``; returns (neuron, model) pairs."""
+        ttl = {p.id: p.idle_ttl_s for p in self._profiles if p.idle_ttl_s is not None}
+        if not ttl:
+            return []
+        now = time.monotonic()
+        expired = [
+            (view.name, model)
+            for view in self._ledger.views(now)
+            if view.healthy
+            for model in idle_expired(view, ttl, now_s=now)
+            if model not in self._loader.loads
+        ]
+        self._ledger.unloading.update(expired)  # out of routing from now on, before any await
+        replies = await asyncio.gather(
+            *(self._loader.unload(n, m, force=False, reason="idle ttl") for n, m in expired),
+            return_exceptions=True,
+        )
+        done = [pair for pair, reply in zip(expired, replies, strict=True) if reply_ok(reply)]
+        self.counters["ttl_unloads"] += len(done)
+        return done
+
+    # ---- routing and loading -------------------------------------------------------------------------
+
+    def _route(
+        self, model: str, *, affinity_key: str | None, exclude: frozenset[str], record: bool
+    ) -> RouteDecision:
+        now = time.monotonic()
+        sticky = self._ledger.sticky(model, affinity_key)
+        decision = route(
+            model,
+            self._ledger.views(now),
+            profile=self._ledger.profile(model),
+            policy=self.policy,
+            now_s=now,
+            affinity_neuron=sticky,
+            exclude=exclude,
+        )
+        if record and decision.action != "wait":
+            self._decisions.append(
+                {
+                    "time": time.time(),
+                    "model": model,
+                    "action": decision.action,
+                    "neuron": decision.neuron,
+                    "evict": list(decision.evict),
+                    "reason": decision.reason,
+                }
+            )
+        return decision
+
+    async def _acquire(self, model: str, *, affinity_key: str | None, exclude: frozenset[str]) -> str:
+        """A neuron with ``model`` loaded, its request slot claimed; cold-loads first if needed."""
+        for _ in range(_MAX_ROUTE_ROUNDS):
+            decision = self._route(model, affinity_key=affinity_key, exclude=exclude, record=True)
+            if decision.action == "serve":
+                assert decision.neuron is not None
+                self._ledger.claim(decision.neuron, model, affinity_key)
+                return decision.neuron
+            if decision.action == "none" and model not in self._loader.loads:
+                raise NoCapacityError(model, decision.reason)
+            await self._loader.wait_loaded(model, exclude=exclude)
+        raise NoCapacityError(model, "loaded, but every neuron holding it is unavailable to this request")
+
+    # ---- bookkeeping ---------------------------------------------------------------------------------
+
+    def _release(self, neuron: str, model: str) -> None:
+        self._ledger.release(neuron, model)
+        self._loader.capacity_freed.set()
+
+    def _release_if_claimed(self, task: asyncio.Task[str], model: str) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self._release(task.result(), model)
+
+    def _transport_failed(self, neuron: str, exc: httpx.TransportError) -> str:
+        return self._states[neuron].record_transport_error(exc, unhealthy_after=self.policy.unhealthy_after)
+
+    async def _should_retry(self, neuron: str, model: str, reply: UpstreamReply) -> bool:
+        """A 5xx, or a 404 because the model is no longer loaded there (unloaded since the last poll).
+        Without the contract's ``model_not_found`` code the neuron is re-polled to tell that apart from
+        a 404 for another reason, which is the caller's answer."""
+        if reply.status >= 500:
+            return True
+        if reply.status != 404:
+            return False
+        state = self._states[neuron]
+        upstream = self._ledger.upstream(model)
+        error = reply.body.get("error") if isinstance(reply.body, dict) else None
+        if isinstance(error, dict) and error.get("code") == "model_not_found":
+            state.models.pop(upstream, None)
+            return True
+        await self._poller.poll(state)
+        return state.models.get(upstream, {}).get("status") != "loaded"
+
+    async def _backoff(self, attempt: int) -> None:
+        self.counters["failovers"] += 1
+        delay = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (attempt - 1))
+        await asyncio.sleep(delay * (1 - self.policy.backoff_jitter * self._random.random()))
+
+    def _require_neuron(self, neuron: str) -> None:
+        if neuron not in self._states:
+            raise FleetConfigError(f"unknown neuron {neuron!r}; known: {sorted(self._states)}")
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.policy.poll_interval_s)
+            await self.refresh()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.policy.ttl_sweep_interval_s)
+            await self.sweep_idle()
+
+
+def _excluded(failures: Sequence[tuple[str, str]]) -> frozenset[str]:
+    return frozenset(neuron for neuron, _ in failures)

@@ -1,0 +1,146 @@
+"""The fleet's own bookkeeping, and the ``NeuronView`` snapshots built from it plus polled state.
+
+Owns: requests this fleet has in flight per (neuron, model), when each model was last used and when
+this fleet loaded it, which models are being unloaded, sticky affinity keys, and the mapping between
+canonical model ids and the ids neurons know them by. Keys are (neuron name, canonical model id).
+A neuron's load is estimated as (its polled load minus our requests counted at that poll) plus our
+requests now, so it is current between polls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+
+from cortex.fleet.poller import LocalLoad, NeuronState
+from cortex.fleet.profiles import ModelProfile
+from cortex.fleet.snapshot import ModelSlot, ModelStatus, NeuronView
+
+__all__ = ["Ledger"]
+
+_MAX_AFFINITY_KEYS = 10_000
+_STATUSES: dict[str, ModelStatus] = {s: s for s in ("loading", "loaded", "unloading", "failed")}
+
+
+class Ledger:
+    def __init__(self, profiles: Sequence[ModelProfile], states: Mapping[str, NeuronState]) -> None:
+        self.states = states
+        self._by_id = {p.id: p for p in profiles}
+        self._by_upstream = {p.upstream_id: p.id for p in profiles}
+        self.in_flight: Counter[tuple[str, str]] = Counter()
+        self.last_used: dict[tuple[str, str], float] = {}
+        self.loaded_at: dict[tuple[str, str], float] = {}
+        self.unloading: set[tuple[str, str]] = set()
+        self._affinity: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def profile(self, model: str) -> ModelProfile | None:
+        return self._by_id.get(model)
+
+    def canonical(self, upstream: str) -> str:
+        return self._by_upstream.get(upstream, upstream)
+
+    def upstream(self, model: str) -> str:
+        profile = self._by_id.get(model)
+        return profile.upstream_id if profile else model
+
+    def memory_need(self, model: str, state: NeuronState) -> int:
+        """Bytes ``model`` needs on ``state``'s neuron: the profile's figure, else discovery's, else 0."""
+        profile = self._by_id.get(model)
+        if profile is not None and profile.memory_bytes is not None:
+            return profile.memory_bytes
+        estimate = state.loadable.get(self.upstream(model), {}).get("estimated_memory_bytes")
+        return estimate if isinstance(estimate, int) else 0
+
+    def where(self, model: str, statuses: Sequence[str]) -> list[str]:
+        """Healthy neurons reporting ``model`` in one of ``statuses``."""
+        upstream = self.upstream(model)
+        return sorted(
+            name
+            for name, state in self.states.items()
+            if state.healthy and state.models.get(upstream, {}).get("status") in statuses
+        )
+
+    def sticky(self, model: str, affinity_key: str | None) -> str | None:
+        return self._affinity.get((model, affinity_key)) if affinity_key is not None else None
+
+    def claim(self, neuron: str, model: str, affinity_key: str | None) -> None:
+        self.in_flight[(neuron, model)] += 1
+        self.last_used[(neuron, model)] = time.monotonic()
+        if affinity_key is not None:
+            self._affinity[(model, affinity_key)] = neuron
+            self._affinity.move_to_end((model, affinity_key))
+            while len(self._affinity) > _MAX_AFFINITY_KEYS:
+                self._affinity.popitem(last=False)
+
+    def release(self, neuron: str, model: str) -> None:
+        key = (neuron, model)
+        self.in_flight[key] -= 1
+        if self.in_flight[key] <= 0:
+            del self.in_flight[key]
+        if self.upstream(model) in self.states[neuron].models:
+            self.last_used[key] = time.monotonic()  # idle TTLs count from the end of the last request
+
+    def mark_loaded(self, neuron: str, model: str) -> None:
+        now = time.monotonic()
+        self.loaded_at[(neuron, model)] = now
+        self.last_used[(neuron, model)] = now
+
+    def forget(self, neuron: str, model: str) -> None:
+        self.loaded_at.pop((neuron, model), None)
+        self.last_used.pop((neuron, model), None)
+
+    def local_load(self, neuron: str) -> LocalLoad:
+        by_model = {self.upstream(m): n for (name, m), n in self.in_flight.items() if name == neuron}
+        return sum(by_model.values()), by_model
+
+    def prune(self) -> None:
+        """Forget use times of models no neuron reports any more."""
+        present = {(name, self.canonical(u)) for name, state in self.states.items() for u in state.models}
+        for table in (self.last_used, self.loaded_at):
+            for key in [k for k in table if k not in present and k not in self.in_flight]:
+                del table[key]
+
+    def views(self, now: float) -> list[NeuronView]:
+        """One snapshot per neuron. Models first seen loaded by someone else count as used ``now``."""
+        return [self._view(name, state, now) for name, state in self.states.items()]
+
+    def _view(self, name: str, state: NeuronState, now: float) -> NeuronView:
+        local_total, local_by_model = self.local_load(name)
+        polled_total, polled_by_model = state.local_at_poll
+        models: dict[str, ModelSlot] = {}
+        for upstream, entry in state.models.items():
+            model = self.canonical(upstream)
+            key = (name, model)
+            status = _STATUSES.get("unloading" if key in self.unloading else str(entry.get("status")))
+            if status is None:
+                continue
+            others = (
+                int(entry.get("in_flight", 0))
+                + int(entry.get("queued", 0))
+                - polled_by_model.get(upstream, 0)
+            )
+            profile = self._by_id.get(model)
+            models[model] = ModelSlot(
+                model=model,
+                status=status,
+                load=max(0, others) + local_by_model.get(upstream, 0),
+                memory_bytes=self.memory_need(model, state),
+                priority=profile.priority if profile else 0,
+                pinned=profile.pinned if profile else False,
+                last_used_s=self.last_used.setdefault(key, now),
+                loaded_at_s=self.loaded_at.get(key, 0.0),
+            )
+        for upstream, reserved in state.reserved_bytes.items():
+            model = self.canonical(upstream)
+            models.setdefault(
+                model, ModelSlot(model, "loading", memory_bytes=reserved, last_used_s=now, loaded_at_s=now)
+            )
+        return NeuronView(
+            name=name,
+            healthy=state.healthy,
+            load=max(0, state.in_flight + state.queued - polled_total) + local_total,
+            free_bytes=state.free_bytes,
+            models=models,
+            loadable={self.canonical(u): self.memory_need(self.canonical(u), state) for u in state.loadable},
+        )

@@ -1,0 +1,156 @@
+"""Neuron state and the poller that keeps it fresh.
+
+``NeuronState`` is the fleet's mutable knowledge of one neuron: health, devices, memory, load and
+model statuses from ``/health`` + ``/models``, and loadable models from ``/discovery``. ``Poller``
+polls every neuron's three routes concurrently (all neurons at once, each with a timeout), marks a
+neuron unhealthy after ``unhealthy_after`` consecutive failures and healthy again on its first good
+poll. Requests the fleet itself has in flight are snapshotted at each poll so that the load of a
+neuron can later be estimated as (others' load at poll) + (our load now). The fleet drives the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from cortex.fleet.neuron_client import NeuronClient
+from cortex.fleet.profiles import NeuronSpec
+
+__all__ = ["LocalLoad", "NeuronState", "Poller"]
+
+# (requests in flight in total, requests in flight per neuron-visible model id), as the fleet counts them
+LocalLoad = tuple[int, Mapping[str, int]]
+
+_GONE_ERRORS = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
+_POLL_ERRORS = (httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError)
+
+
+@dataclass
+class NeuronState:
+    spec: NeuronSpec
+    healthy: bool = False
+    polled: bool = False
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_ok_s: float | None = None
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    host: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loadable: dict[str, dict[str, Any]] = field(default_factory=dict)
+    in_flight: int = 0
+    queued: int = 0
+    memory_budget_bytes: int = 0
+    memory_used_bytes: int = 0
+    prefill_tokens_per_s: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    # The fleet's own in-flight counts when the last poll was sent (see module docstring).
+    local_at_poll: LocalLoad = (0, {})
+    # Memory the fleet has reserved for loads it is performing here, by neuron-visible model id.
+    reserved_bytes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def free_bytes(self) -> int:
+        return self.memory_budget_bytes - self.memory_used_bytes - sum(self.reserved_bytes.values())
+
+    def record_failure(self, error: str, *, unhealthy_after: int) -> None:
+        self.consecutive_failures += 1
+        self.last_error = error
+        if self.consecutive_failures >= unhealthy_after:
+            self.healthy = False
+
+    def record_transport_error(self, exc: httpx.TransportError, *, unhealthy_after: int) -> str:
+        """A request failed in transport: refused or dropped connections take the neuron out of routing
+        at once (until a poll succeeds); timeouts count as poll failures. Returns the cause as text."""
+        cause = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, _GONE_ERRORS):
+            self.mark_down(cause)
+        else:
+            self.record_failure(cause, unhealthy_after=unhealthy_after)
+        return cause
+
+    def mark_down(self, error: str) -> None:
+        """A request could not connect: out of routing until a poll succeeds again."""
+        self.healthy = False
+        self.last_error = error
+
+    def apply(
+        self,
+        health: Mapping[str, Any],
+        models: Mapping[str, Any],
+        discovery: Mapping[str, Any],
+        *,
+        now_s: float,
+    ) -> None:
+        """Replace the polled facts; raises ``KeyError``/``TypeError``/``ValueError`` on a bad body."""
+        entries: dict[str, dict[str, Any]] = {}
+        for entry in list(models.get("models", [])) + list(health["models"]):
+            merged = {**entries.get(str(entry["id"]), {}), **dict(entry)}
+            merged["in_flight"] = int(merged.get("in_flight", 0))
+            merged["queued"] = int(merged.get("queued", 0))
+            entries[str(entry["id"])] = merged
+        self.models = entries
+        self.loadable = {str(m["id"]): dict(m) for m in discovery.get("models", [])}
+        self.host = dict(discovery.get("host", {}))
+        self.devices = [dict(d) for d in health.get("devices", [])]
+        self.in_flight = int(health["in_flight"])
+        self.queued = int(health["queued"])
+        self.memory_budget_bytes = int(health["memory_budget_bytes"])
+        self.memory_used_bytes = int(health["memory_used_bytes"])
+        self.prefill_tokens_per_s = float(health.get("prefill_tokens_per_s", 0.0))
+        self.decode_tokens_per_s = float(health.get("decode_tokens_per_s", 0.0))
+        self.healthy = health.get("status") == "ok"
+        self.polled = True
+        self.consecutive_failures = 0
+        self.last_error = None if self.healthy else f"status {health.get('status')!r}"
+        self.last_ok_s = now_s
+
+
+class Poller:
+    """Polls all neurons concurrently, each poll bounded by ``timeout_s``."""
+
+    def __init__(
+        self,
+        states: Sequence[NeuronState],
+        clients: Mapping[str, NeuronClient],
+        *,
+        timeout_s: float,
+        unhealthy_after: int,
+        local_load: Callable[[str], LocalLoad],
+    ) -> None:
+        self._states = states
+        self._clients = clients
+        self._timeout_s = timeout_s
+        self._unhealthy_after = unhealthy_after
+        self._local_load = local_load
+        self.num_polls = 0
+
+    async def poll_all(self) -> None:
+        await asyncio.gather(*(self.poll(state) for state in self._states))
+        self.num_polls += 1
+
+    async def poll(self, state: NeuronState) -> None:
+        client = self._clients[state.name]
+        local = self._local_load(state.name)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                health, models, discovery = await asyncio.gather(
+                    client.health(timeout_s=self._timeout_s),
+                    client.models(timeout_s=self._timeout_s),
+                    client.discovery(timeout_s=self._timeout_s),
+                )
+            state.apply(health, models, discovery, now_s=time.monotonic())
+        except _POLL_ERRORS as exc:
+            state.record_failure(
+                f"poll failed: {type(exc).__name__}: {exc}", unhealthy_after=self._unhealthy_after
+            )
+            return
+        state.local_at_poll = local

@@ -1,0 +1,254 @@
+"""Fleet configuration: neurons (``NeuronSpec``), model profiles (``ModelProfile``) and the policy.
+
+All three are frozen dataclasses validated once at construction. ``from_dict`` builds them from the
+loose dicts of a TOML file and names any unknown or mistyped key; ``load_models_toml`` reads a
+``models.toml`` of ``[[models]]`` array tables (or ``[models.<id>]`` tables).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from cortex.fleet.errors import FleetConfigError
+
+__all__ = [
+    "EvictionStrategy",
+    "FleetPolicy",
+    "ModelProfile",
+    "NeuronSpec",
+    "load_models_toml",
+    "profiles_from_toml_value",
+]
+
+EvictionStrategy = Literal["lru", "priority"]
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """One neuron: a unique ``name`` and the base ``url`` of its HTTP API (``http://host:13131``)."""
+
+    name: str
+    url: str
+    api_key: str | None = None
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise FleetConfigError("neuron: 'name' must be a non-empty string")
+        if not self.url.startswith(("http://", "https://")):
+            raise FleetConfigError(f"neuron {self.name!r}: 'url' must start with http:// or https://")
+        if self.timeout_s <= 0:
+            raise FleetConfigError(f"neuron {self.name!r}: 'timeout_s' must be > 0")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NeuronSpec:
+        return cls(**_convert(cls, data, "neuron"))
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What the fleet knows about a model beyond what neurons report.
+
+    ``neuron_model`` is the id the neurons know it by (default: ``id``). ``memory_bytes`` overrides
+    the neurons' ``estimated_memory_bytes``. ``allowed_neurons`` restricts placement (empty: any);
+    ``preferred_neurons`` are tried first. Under the ``priority`` eviction strategy a model is only
+    evicted for one of equal or higher ``priority``. ``pinned`` models are loaded at start and never
+    evicted. ``idle_ttl_s`` unloads the model after that long without requests. ``aliases`` are exact
+    names or glob patterns (``claude-*``) that resolve to this model.
+    """
+
+    id: str
+    neuron_model: str | None = None
+    memory_bytes: int | None = None
+    allowed_neurons: tuple[str, ...] = ()
+    preferred_neurons: tuple[str, ...] = ()
+    priority: int = 0
+    pinned: bool = False
+    idle_ttl_s: float | None = None
+    aliases: tuple[str, ...] = ()
+    max_model_len: int | None = None
+    display_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise FleetConfigError("model: 'id' must be a non-empty string")
+        if self.memory_bytes is not None and self.memory_bytes <= 0:
+            raise FleetConfigError(f"model {self.id!r}: 'memory_bytes' must be > 0")
+        if self.idle_ttl_s is not None and self.idle_ttl_s <= 0:
+            raise FleetConfigError(f"model {self.id!r}: 'idle_ttl_s' must be > 0")
+        if self.max_model_len is not None and self.max_model_len <= 0:
+            raise FleetConfigError(f"model {self.id!r}: 'max_model_len' must be > 0")
+        outside = set(self.preferred_neurons) - set(self.allowed_neurons)
+        if self.allowed_neurons and outside:
+            raise FleetConfigError(
+                f"model {self.id!r}: 'preferred_neurons' {sorted(outside)} are not in 'allowed_neurons'"
+            )
+
+    @property
+    def upstream_id(self) -> str:
+        """The model id sent to neurons."""
+        return self.neuron_model or self.id
+
+    def matches_alias(self, name: str) -> bool:
+        """True when ``name`` equals one of the aliases or matches one of the glob patterns."""
+        return any(name == alias or fnmatch.fnmatchcase(name, alias) for alias in self.aliases)
+
+    def allows(self, neuron: str) -> bool:
+        return not self.allowed_neurons or neuron in self.allowed_neurons
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelProfile:
+        where = f"model {data.get('id')!r}" if "id" in data else "model"
+        return cls(**_convert(cls, data, where))
+
+
+@dataclass(frozen=True)
+class FleetPolicy:
+    """Routing, loading, eviction, retry and polling knobs; every one of them is read somewhere.
+
+    ``eviction``: ``lru`` evicts the least recently used idle model first; ``priority`` evicts the
+    lowest priority first (LRU among equals) and never one of higher priority than the incoming model.
+    ``affinity_max_imbalance``: a sticky affinity key stays on its neuron while that neuron's load
+    (in-flight + queued) exceeds the least loaded one's by at most this much.
+    ``min_residency_s``: a freshly loaded model cannot be evicted for this long, so the requests that
+    waited for it are served before another model may take its place (no A-B-A thrash).
+    """
+
+    eviction: EvictionStrategy = "lru"
+    max_load_wait_s: float = 300.0
+    retry_attempts: int = 3
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 2.0
+    backoff_jitter: float = 0.5
+    poll_interval_s: float = 2.0
+    poll_timeout_s: float = 2.0
+    unhealthy_after: int = 3
+    affinity_max_imbalance: int = 4
+    min_residency_s: float = 2.0
+    ttl_sweep_interval_s: float = 1.0
+    recent_decisions: int = 100
+
+    def __post_init__(self) -> None:
+        if self.eviction not in get_args(EvictionStrategy):
+            raise FleetConfigError(
+                f"policy: 'eviction' must be one of {list(get_args(EvictionStrategy))}, got {self.eviction!r}"
+            )
+        positive = ("max_load_wait_s", "poll_interval_s", "poll_timeout_s", "ttl_sweep_interval_s")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise FleetConfigError(f"policy: {name!r} must be > 0")
+        non_negative = ("backoff_base_s", "backoff_max_s", "affinity_max_imbalance", "min_residency_s")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise FleetConfigError(f"policy: {name!r} must be >= 0")
+        if not 0 <= self.backoff_jitter <= 1:
+            raise FleetConfigError("policy: 'backoff_jitter' must be within [0, 1]")
+        for name in ("retry_attempts", "unhealthy_after", "recent_decisions"):
+            if getattr(self, name) < 1:
+                raise FleetConfigError(f"policy: {name!r} must be >= 1")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FleetPolicy:
+        return cls(**_convert(cls, data, "policy"))
+
+
+def load_models_toml(path: str | Path) -> list[ModelProfile]:
+    """Read model profiles from ``path``: ``[[models]]`` array tables or ``[models.<id>]`` tables."""
+    try:
+        with Path(path).open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FleetConfigError(f"{path}: {exc}") from exc
+    unknown = set(data) - {"models"}
+    if unknown:
+        raise FleetConfigError(f"{path}: unknown top-level keys {sorted(unknown)} (expected 'models')")
+    return profiles_from_toml_value(data.get("models", []), str(path))
+
+
+def profiles_from_toml_value(models: Any, where: str) -> list[ModelProfile]:
+    """Profiles from the value of a ``models`` key: a list of tables or a table of tables by id."""
+    if isinstance(models, Mapping):
+        items = [
+            {"id": model_id, **_table(body, f"{where}: models.{model_id}")}
+            for model_id, body in models.items()
+        ]
+    elif isinstance(models, list):
+        items = [_table(body, f"{where}: models[{i}]") for i, body in enumerate(models)]
+    else:
+        raise FleetConfigError(f"{where}: 'models' must be an array of tables or a table")
+    profiles = [ModelProfile.from_dict(item) for item in items]
+    ids = [p.id for p in profiles]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise FleetConfigError(f"{where}: duplicate model ids {duplicates}")
+    return profiles
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise FleetConfigError(f"{where}: expected a table")
+    return dict(value)
+
+
+def _convert(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Check ``data`` against ``cls``'s fields: unknown keys and wrong types raise, naming the key."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise FleetConfigError(f"{where}: unknown keys {unknown}; allowed: {sorted(fields)}")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        converter = _CONVERTERS[str(fields[key].type)]
+        try:
+            out[key] = converter(value)
+        except (TypeError, ValueError) as exc:
+            raise FleetConfigError(f"{where}: key {key!r}: {exc}") from None
+    return out
+
+
+def _check(kind: type | tuple[type, ...], name: str) -> Callable[[Any], Any]:
+    """A converter that accepts instances of ``kind`` only (a TOML boolean is never a number)."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise TypeError(f"expected {name}, got a boolean")
+        if not isinstance(value, kind):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return value
+
+    return convert
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+def _number(value: Any) -> float:
+    return float(_check((int, float), "a number")(value))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of strings")
+    return tuple(value)
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "str": _check(str, "a string"),
+    "str | None": _optional(_check(str, "a string")),
+    "int": _check(int, "an integer"),
+    "int | None": _optional(_check(int, "an integer")),
+    "float": _number,
+    "float | None": _optional(_number),
+    "bool": _check(bool, "a boolean"),
+    "tuple[str, ...]": _strings,
+    "EvictionStrategy": _check(str, "a string"),
+}

@@ -1,0 +1,47 @@
+"""Immutable views of the fleet at one instant: what the pure routing, placement and eviction
+functions decide from. The fleet builds them from polled neuron state plus its own bookkeeping
+(requests it has in flight, when each model was last used), so the policy runs unchanged in
+``benchmarks/fleet_sim.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["ModelSlot", "ModelStatus", "NeuronView"]
+
+ModelStatus = Literal["loading", "loaded", "unloading", "failed"]
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """One model on one neuron. ``load`` is in-flight + queued requests; times are monotonic seconds."""
+
+    model: str
+    status: ModelStatus
+    load: int = 0
+    memory_bytes: int = 0
+    priority: int = 0
+    pinned: bool = False
+    last_used_s: float = 0.0
+    loaded_at_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class NeuronView:
+    """One neuron. ``free_bytes`` is its memory budget minus what is used or reserved by loads;
+    ``loadable`` maps each model it can load (from ``/discovery``) to its memory need (0 if unknown).
+    """
+
+    name: str
+    healthy: bool
+    load: int = 0
+    free_bytes: int = 0
+    models: Mapping[str, ModelSlot] = field(default_factory=dict)
+    loadable: Mapping[str, int] = field(default_factory=dict)
+
+    def status_of(self, model: str) -> ModelStatus | None:
+        slot = self.models.get(model)
+        return slot.status if slot is not None else None

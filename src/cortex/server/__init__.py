@@ -1,0 +1,1 @@
+"""Thin Litestar apps (neuron, gateway) over the library, plus config, SSE and metrics."""

@@ -1,0 +1,40 @@
+"""Optional API keys, shared by the gateway and the neuron: ``x-api-key: K`` or ``Authorization: Bearer K``.
+
+With no keys configured every request passes. Otherwise a missing or wrong key raises
+:class:`AuthenticationError`, which the apps answer with 401 in the caller's dialect. Keys are compared
+in constant time. ``public_paths`` (the health check, the status page) never need a key.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any
+
+from litestar import Request
+
+from cortex.server.errors import AuthenticationError
+
+
+def caller_key(request: Request[Any, Any, Any]) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def auth_hook(
+    api_keys: Sequence[str], *, public_paths: Collection[str] = ()
+) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """A Litestar ``before_request`` hook enforcing ``api_keys`` (none: a no-op)."""
+    allowed = [key.encode() for key in api_keys]
+
+    async def check(request: Request[Any, Any, Any]) -> None:
+        if not allowed or request.url.path in public_paths:
+            return
+        key = caller_key(request)
+        if key is None or not any(hmac.compare_digest(key.encode(), k) for k in allowed):
+            raise AuthenticationError("invalid or missing API key (send x-api-key or Authorization: Bearer)")
+
+    return check

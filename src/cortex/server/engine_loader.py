@@ -1,0 +1,62 @@
+"""The neuron's real :class:`~cortex.server.model_store.EngineLoader`: ``cortex.Engine`` over a folder.
+
+Inspecting a folder reads only its config.json (through ``ModelConfig.from_hf``); the memory estimate
+is the weights in the serving dtype plus the engine's cache budget. torch is imported when an engine
+is first built, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cortex.server.model_store import ModelFacts
+
+# KV pages + state slots per model when [neuron] cache_memory_bytes is unset. Always passed to the engine
+# explicitly (the engine's own CUDA default takes most free memory), so the estimate matches the use.
+DEFAULT_CACHE_BYTES = {"cpu": 2**30, "cuda": 4 * 2**30}
+
+
+@dataclass(frozen=True, slots=True)
+class TorchEngineLoader:
+    device: str
+    dtype: str
+    max_num_seqs: int
+    max_model_len: int | None = None
+    cache_memory_bytes: int | None = None
+
+    def inspect(self, path: Path) -> ModelFacts:
+        from cortex.engine.config import ModelConfig
+
+        config = ModelConfig.from_hf(path)
+        max_len = config.max_position_embeddings
+        if self.max_model_len is not None:
+            max_len = min(max_len, self.max_model_len)
+        return ModelFacts(
+            architecture=config.arch,
+            estimated_memory_bytes=config.estimate_weight_bytes(self._dtype) + self._cache_bytes,
+            max_model_len=max_len,
+        )
+
+    def load(self, path: Path) -> Any:
+        from cortex.engine.engine import Engine
+
+        return Engine.from_pretrained(
+            path,
+            device=self.device,
+            dtype=self._dtype,
+            max_num_seqs=self.max_num_seqs,
+            max_model_len=self.max_model_len,
+            cache_memory_bytes=self._cache_bytes,
+        )
+
+    @property
+    def _dtype(self) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "float32" if self.device == "cpu" else "bfloat16"
+
+    @property
+    def _cache_bytes(self) -> int:
+        return self.cache_memory_bytes or DEFAULT_CACHE_BYTES["cpu" if self.device == "cpu" else "cuda"]

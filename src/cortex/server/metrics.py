@@ -1,0 +1,134 @@
+"""Prometheus metrics for the neuron and the gateway, one ``CollectorRegistry`` per app.
+
+Labels are bounded: ``model`` (a configured or discovered model id, or ``"unknown"``), ``neuron`` (a
+configured neuron name), and where noted a small fixed ``endpoint`` or ``type``. Never a request id,
+user or prompt. Durations are true histograms. docs/metrics.md lists every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ENDPOINTS = ("chat_completions", "completions", "messages", "count_tokens", "models")
+UNKNOWN_MODEL = "unknown"
+
+# name -> (help, "counter" | "gauge", [(labels, value)])
+MetricValues = tuple[str, str, list[tuple[dict[str, str], float]]]
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_RATE_BUCKETS = (1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 1000)
+_LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class ServerMetrics:
+    """The request metrics both servers record. ``role`` is ``"neuron"`` or ``"gateway"``."""
+
+    def __init__(self, role: str, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.role = role
+        labels = ("model", "neuron")
+        r = self.registry
+        self.requests = Counter("cortex_requests", "Requests received", [*labels, "endpoint"], registry=r)
+        self.errors = Counter(
+            "cortex_request_errors",
+            "Requests that ended in an error, by error type",
+            [*labels, "type"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter("cortex_prompt_tokens", "Prompt tokens processed", labels, registry=r)
+        self.completion_tokens = Counter(
+            "cortex_completion_tokens", "Completion tokens generated", labels, registry=r
+        )
+        self.cached_tokens = Counter(
+            "cortex_cached_tokens", "Prompt tokens served from the prefix cache", labels, registry=r
+        )
+        self.request_duration = Histogram(
+            "cortex_request_duration_seconds",
+            "Time from request to last byte",
+            [*labels, "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "cortex_time_to_first_token_seconds",
+            "Time from request to the first generated token",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            "cortex_tokens_per_second",
+            "Per-request decode rate (completion tokens after the first / time)",
+            labels,
+            buckets=_RATE_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("cortex_in_flight_requests", "Requests being served", labels, registry=r)
+        self.model_loads = Counter("cortex_model_loads", "Models loaded (cold loads)", labels, registry=r)
+        self.model_load_duration = Histogram(
+            "cortex_model_load_duration_seconds",
+            "Time to load a model",
+            labels,
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.model_unloads = Counter(
+            "cortex_model_unloads",
+            "Models unloaded, by type (requested, forced)",
+            [*labels, "type"],
+            registry=r,
+        )
+
+    def observe_usage(self, model: str, neuron: str, usage: dict[str, Any] | None) -> None:
+        """Count an OpenAI-shaped ``usage`` dict's tokens."""
+        if not usage:
+            return
+        self.prompt_tokens.labels(model, neuron).inc(usage.get("prompt_tokens") or 0)
+        self.completion_tokens.labels(model, neuron).inc(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        self.cached_tokens.labels(model, neuron).inc(details.get("cached_tokens") or 0)
+
+    def observe_timing(
+        self, model: str, neuron: str, *, ttft_s: float | None, duration_s: float, num_tokens: int
+    ) -> None:
+        if ttft_s is None:
+            return
+        self.time_to_first_token.labels(model, neuron).observe(ttft_s)
+        decode_s = duration_s - ttft_s
+        if num_tokens > 1 and decode_s > 0:
+            self.tokens_per_second.labels(model, neuron).observe((num_tokens - 1) / decode_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class FunctionCollector(Collector):
+    """Exports values read at scrape time: ``read()`` returns ``{name: (help, kind, [(labels, value)])}``.
+
+    Used for state the library already keeps (the fleet's load and eviction counters, the neuron's
+    queues and device memory), so nothing is counted twice.
+    """
+
+    def __init__(self, read: Callable[[], dict[str, MetricValues]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        for name, (doc, kind, samples) in self._read().items():
+            label_names = sorted({key for labels, _ in samples for key in labels})
+            family: CounterMetricFamily | GaugeMetricFamily
+            if kind == "counter":
+                family = CounterMetricFamily(name, doc, labels=label_names)
+            else:
+                family = GaugeMetricFamily(name, doc, labels=label_names)
+            for labels, value in samples:
+                family.add_metric([labels.get(key, "") for key in label_names], value)
+            yield family
+
+    def describe(self) -> Iterable[Metric]:
+        return []

@@ -1,0 +1,63 @@
+"""``cortex status``: the fleet as a readable table (or JSON), read from a running gateway's ``/status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+def fetch_status(url: str, *, api_key: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
+    """GET ``{url}/status`` from a gateway; raises httpx errors when it cannot be reached."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    reply = httpx.get(f"{url.rstrip('/')}/status", headers=headers, timeout=timeout_s)
+    reply.raise_for_status()
+    status: dict[str, Any] = reply.json()
+    return status
+
+
+def _gib(value: Any) -> str:
+    return f"{(value or 0) / 2**30:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=False)).rstrip()
+        for line in lines
+    )
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """Neurons (health, memory, load, models) and models (where loaded, where loadable) as text tables."""
+    neuron_rows = [
+        [
+            n["name"],
+            "ok" if n["healthy"] else f"DOWN ({n.get('last_error') or 'no answer'})",
+            f"{_gib(n.get('memory_used_bytes'))}/{_gib(n.get('memory_budget_bytes'))} GiB",
+            f"{n.get('in_flight') or 0} running, {n.get('queued') or 0} queued",
+            f"{n.get('decode_tokens_per_s') or 0:.0f} tok/s",
+            ", ".join(f"{m['id']} ({m['status']})" for m in n.get("models", [])) or "-",
+        ]
+        for n in status.get("neurons", [])
+    ]
+    model_rows = [
+        [
+            m["id"],
+            ", ".join(m.get("loaded_on") or []) or "-",
+            ", ".join(m.get("loadable_on") or []) or "-",
+            f"{_gib(m.get('memory_bytes'))} GiB" if m.get("memory_bytes") else "?",
+            ", ".join(m.get("aliases") or []) or "-",
+        ]
+        for m in status.get("models", [])
+    ]
+    counters = ", ".join(f"{k}={v}" for k, v in sorted((status.get("counters") or {}).items())) or "none"
+    eviction = (status.get("policy") or {}).get("eviction", "?")
+    return "\n\n".join(
+        [
+            _table(["NEURON", "HEALTH", "MEMORY", "LOAD", "DECODE", "MODELS"], neuron_rows),
+            _table(["MODEL", "LOADED ON", "LOADABLE ON", "MEMORY", "ALIASES"], model_rows),
+            f"eviction: {eviction}; counters: {counters}",
+        ]
+    )

@@ -1,0 +1,185 @@
+"""chat / stream_chat over a scripted fake engine that replays canned tokens through the real tokenizer."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from cortex.engine.outputs import RequestOutput, StreamDelta
+from cortex.engine.sampling_params import SamplingParams
+from cortex.engine.text.chat import chat, render_chat_prompt, stream_chat
+from cortex.engine.text.detokenizer import IncrementalDetokenizer
+from cortex.engine.text.errors import ChatTemplateError
+from cortex.errors import InvalidRequestError
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"}]
+THINK_AND_CALL = (
+    "The user wants weather.\n</think>\n\nChecking.\n\n<tool_call>\n<function=get_weather>\n"
+    "<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>\n</tool_call><|im_end|>"
+)
+
+
+class ScriptedEngine:
+    """The engine seam: generate / stream replay ``script`` (text encoded by the real tokenizer)."""
+
+    def __init__(self, tokenizer, script: str, finish_reason: str = "stop") -> None:
+        self.tokenizer = tokenizer
+        self.token_ids = tokenizer.encode(script) if tokenizer is not None else []
+        self.finish_reason = finish_reason
+        self.calls: list[tuple[list[int], SamplingParams | None]] = []
+
+    def _texts(self) -> list[str]:
+        detok = IncrementalDetokenizer(self.tokenizer)
+        texts = [detok.add([token_id]) for token_id in self.token_ids]
+        texts[-1] += detok.flush()
+        return texts
+
+    def generate(self, prompts, params=None):
+        self.calls.append((list(prompts[0]), params))
+        return [
+            RequestOutput(
+                request_id="r",
+                prompt_token_ids=list(prompts[0]),
+                token_ids=list(self.token_ids),
+                text="".join(self._texts()),
+                finish_reason=self.finish_reason,
+                num_cached_tokens=3,
+            )
+        ]
+
+    async def stream(self, prompt, params=None):
+        self.calls.append((list(prompt), params))
+        texts = self._texts()
+        for i, (token_id, text) in enumerate(zip(self.token_ids, texts, strict=True)):
+            last = i == len(texts) - 1
+            yield StreamDelta(
+                request_id="r",
+                token_ids=[token_id],
+                text=text,
+                finish_reason=self.finish_reason if last else None,
+                num_prompt_tokens=len(prompt),
+                num_generated_tokens=i + 1,
+                num_cached_tokens=3 if last else 0,
+            )
+
+
+async def collect(engine, *args, **kwargs):
+    return [delta async for delta in stream_chat(engine, *args, **kwargs)]
+
+
+def test_chat_with_thinking_and_a_tool_call(qwen):
+    engine = ScriptedEngine(qwen, THINK_AND_CALL)
+    params = SamplingParams(max_tokens=64, temperature=0.0)
+    reply = chat(engine, MESSAGES, params, tools=TOOLS)
+    assert reply.reasoning == "The user wants weather."
+    assert reply.text == "Checking."
+    assert reply.finish_reason == "tool_calls"
+    (call,) = reply.tool_calls
+    assert re.fullmatch(r"call_[0-9a-f]{24}", call["id"])
+    assert call["type"] == "function"
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris", "days": 2}
+    prompt_ids = render_chat_prompt(qwen, MESSAGES, TOOLS)
+    assert engine.calls == [(prompt_ids, params)]  # params pass through untouched
+    end = engine.token_ids.index(qwen.token_to_id("</think>"))
+    assert reply.usage.reasoning_tokens == end + 1
+    assert reply.usage.prompt_tokens == len(prompt_ids)
+    assert reply.usage.completion_tokens == len(engine.token_ids)
+    assert reply.usage.cached_tokens == 3
+
+
+async def test_stream_chat_adds_up_to_chat(qwen):
+    engine = ScriptedEngine(qwen, THINK_AND_CALL)
+    whole = chat(engine, MESSAGES, None, tools=TOOLS)
+    deltas = await collect(engine, MESSAGES, None, tools=TOOLS)
+    assert "".join(d.content for d in deltas) == whole.text
+    assert "".join(d.reasoning for d in deltas) == whole.reasoning
+    fragments = [f for d in deltas for f in d.tool_calls]
+    assert fragments[0]["function"]["name"] == "get_weather"
+    assert re.fullmatch(r"call_[0-9a-f]{24}", fragments[0]["id"])
+    arguments = "".join(f["function"]["arguments"] for f in fragments)
+    assert arguments == whole.tool_calls[0]["function"]["arguments"]
+    assert all(d.finish_reason is None and d.usage is None for d in deltas[:-1])
+    assert deltas[-1].finish_reason == "tool_calls"
+    assert deltas[-1].usage == whole.usage
+    assert not any("<" in d.content for d in deltas)  # no markup ever reaches content
+
+
+async def test_thinking_off_output_is_content(qwen):
+    engine = ScriptedEngine(qwen, "Hello there!<|im_end|>", finish_reason="length")
+    reply = chat(engine, MESSAGES, None, enable_thinking=False)
+    assert (reply.reasoning, reply.text, reply.finish_reason) == (None, "Hello there!", "length")
+    assert reply.usage.reasoning_tokens == 0
+    prompt = qwen.decode(engine.calls[0][0], skip_special_tokens=False)
+    assert prompt.endswith("<think>\n\n</think>\n\n")
+    deltas = await collect(engine, MESSAGES, None, enable_thinking=False)
+    assert "".join(d.content for d in deltas) == "Hello there!"
+    assert deltas[-1].finish_reason == "length"
+
+
+def test_without_tools_markup_stays_content(qwen):
+    engine = ScriptedEngine(qwen, "<tool_call>\n{}\n</tool_call>")
+    reply = chat(engine, MESSAGES, None, enable_thinking=False)
+    assert reply.text == "<tool_call>\n{}\n</tool_call>"
+    assert (reply.tool_calls, reply.finish_reason) == ([], "stop")
+
+
+def test_hermes_call_and_cut_off_reasoning(qwen):
+    engine = ScriptedEngine(
+        qwen, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    )
+    reply = chat(engine, MESSAGES, None, tools=TOOLS, enable_thinking=False)
+    assert json.loads(reply.tool_calls[0]["function"]["arguments"]) == {"city": "Oslo"}
+    engine = ScriptedEngine(qwen, "Still thinking about", finish_reason="length")
+    reply = chat(engine, MESSAGES, None)
+    assert (reply.reasoning, reply.text, reply.finish_reason) == ("Still thinking about", "", "length")
+    assert reply.usage.reasoning_tokens == len(engine.token_ids)
+
+
+async def test_errors_are_typed_and_raised_before_generation(qwen):
+    engine = ScriptedEngine(qwen, "x")
+    with pytest.raises(ChatTemplateError, match="No user query found"):
+        chat(engine, [{"role": "assistant", "content": "hi"}], None)
+    with pytest.raises(ChatTemplateError, match="No user query found"):
+        await collect(engine, [{"role": "assistant", "content": "hi"}], None)
+    assert engine.calls == []
+    with pytest.raises(InvalidRequestError, match="no tokenizer"):
+        chat(ScriptedEngine(None, ""), MESSAGES, None)
+
+
+def test_claude_code_request_renders(qwen, shared_data):
+    """Claude Code's real request: mid-conversation system message, text parts, many tools."""
+    body = json.loads((shared_data / "claude_code_request.json").read_text())
+    messages = [{"role": "system", "content": body["system"]}, *body["messages"]]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": t["name"],
+                "description": t.get("description", ""),
+                "parameters": t["input_schema"],
+            },
+        }
+        for t in body["tools"]
+    ]
+    prompt = qwen.apply_chat_template(messages, tools=tools)
+    assert prompt.count("<|im_start|>system\n") == 1
+    assert "# Environment" in prompt.split("<|im_end|>")[0]
+    assert prompt.endswith("say hi<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    assert len(render_chat_prompt(qwen, messages, tools)) > 1000

@@ -1,0 +1,53 @@
+"""Serving an ASGI app for real on a loopback port, in a background thread (uvicorn)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+class LiveServer:
+    def __init__(self, app: Any, *, graceful_s: float | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=graceful_s)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, *, force: bool = False) -> None:
+        """Graceful stop (in-flight requests finish), or ``force`` to drop connections at once."""
+        self.server.should_exit = True
+        self.server.force_exit = force
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+@contextmanager
+def serve(app: Any, *, graceful_s: float | None = None) -> Iterator[LiveServer]:
+    server = LiveServer(app, graceful_s=graceful_s).start()
+    try:
+        yield server
+    finally:
+        if server.thread.is_alive():
+            server.stop()

@@ -1,0 +1,212 @@
+"""The whole system on loopback with real engines: a gateway in front of two neurons serving tiny random
+Qwen3.5 / Qwen3 checkpoints with the real Qwen tokenizer, driven by the official SDKs, plus the replay
+of a real Claude Code request (and the real ``claude -p`` where it is installed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+from anthropic.lib.streaming._messages import accumulate_event
+from anthropic.types import RawMessageStreamEvent
+from pydantic import TypeAdapter
+from server_live import LiveServer
+
+from cortex.server.config import NeuronConfig, config_from_dict
+from cortex.server.gateway import create_app as create_gateway
+from cortex.server.neuron import create_app as create_neuron
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+MAX_MODEL_LEN = 4400  # the Claude Code request renders to ~4.2k tokens; the rest is what may be generated
+EVENT = TypeAdapter(RawMessageStreamEvent)
+TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+}
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory) -> Path:
+    from cortex.engine.checkpoint import make_model
+    from cortex.engine.text.qwen import write_qwen_tokenizer_files
+
+    root = tmp_path_factory.mktemp("models")
+    for name, arch in (("qwen-a", "qwen3_5"), ("qwen-b", "qwen3")):
+        make_model(root / name, arch=arch, preset="tiny", vocab_size=248320)
+        write_qwen_tokenizer_files(root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def system(model_root, tmp_path_factory) -> Iterator[dict]:
+    neurons = {}
+    for name in ("n1", "n2"):
+        config = NeuronConfig(
+            name=name,
+            model_dirs=(model_root,),
+            device="cpu",
+            dtype="float32",
+            max_model_len=MAX_MODEL_LEN,
+            cache_memory_bytes=64 * 2**20,
+            memory_budget_bytes=2 * 10**9,
+            max_running=4,
+            keepalive_s=0.5,
+        )
+        neurons[name] = LiveServer(create_neuron(config)).start()
+    models_toml = tmp_path_factory.mktemp("config") / "models.toml"
+    models_toml.write_text('[[models]]\nid = "qwen-a"\naliases = ["claude-*"]\n')
+    config = config_from_dict(
+        {
+            "gateway": {"models_file": str(models_toml), "keepalive_s": 0.5},
+            "fleet": {"poll_interval_s": 0.5},
+            "neurons": [{"name": name, "url": server.url} for name, server in neurons.items()],
+        },
+        environ={},
+    )
+    gateway = LiveServer(create_gateway(config)).start()
+    try:
+        yield {"gateway": gateway, "neurons": neurons}
+    finally:
+        gateway.stop()
+        for server in neurons.values():
+            server.stop()
+
+
+def test_openai_sdk_against_real_engines(system):
+    sdk = openai.OpenAI(base_url=f"{system['gateway'].url}/v1", api_key="k", max_retries=0)
+    assert {"qwen-a", "qwen-b"} <= {m.id for m in sdk.models.list()}
+    for model in ("qwen-a", "qwen-b"):
+        reply = sdk.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=6,
+            temperature=0,
+            tools=[TOOL],
+        )
+        assert reply.choices[0].finish_reason in ("stop", "length", "tool_calls")
+        assert 0 < reply.usage.completion_tokens <= 6
+    chunks = list(
+        sdk.chat.completions.create(
+            model="qwen-a",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+        )
+    )
+    assert chunks[-1].usage.completion_tokens == 6
+    scored = sdk.chat.completions.create(
+        model="qwen-b",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=3,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    content = scored.choices[0].logprobs.content
+    assert len(content) == 3
+    assert all(len(entry.top_logprobs) == 2 and entry.logprob <= 0 for entry in content)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "length"
+    ]
+
+
+def test_anthropic_sdk_against_real_engines_with_exact_token_counts(system, model_root):
+    from cortex import translate
+    from cortex.engine.text.chat import render_chat_prompt
+    from cortex.engine.text.tokenizer import Tokenizer
+
+    url = system["gateway"].url
+    sdk = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
+    request = {
+        "model": "claude-opus-5-5",
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "What is 2+2?"}],
+        "tools": [
+            {"name": "lookup", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}
+        ],
+    }
+    counted = sdk.messages.count_tokens(**request).input_tokens
+    as_openai = translate.anthropic_to_openai_request({**request, "max_tokens": 1})
+    tokenizer = Tokenizer.from_folder(model_root / "qwen-a")
+    expected = render_chat_prompt(
+        tokenizer, as_openai["messages"], as_openai["tools"], **as_openai.get("chat_template_kwargs", {})
+    )
+    assert counted == len(expected)
+    message = sdk.messages.create(max_tokens=8, **request)
+    assert message.usage.input_tokens == counted
+    assert message.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    with sdk.messages.stream(max_tokens=8, **request) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert events[0].type == "message_start"
+    assert events[0].message.usage.input_tokens == counted
+    assert final.usage.output_tokens <= 8
+
+
+def test_claude_code_request_replays_against_the_gateway(system):
+    path = SHARED / "data" / "claude_code_request.json"
+    if not path.is_file():
+        pytest.skip("../shared/data/claude_code_request.json is absent")
+    body = json.loads(path.read_text())
+    headers = {
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+        "context-management-2025-06-27,effort-2025-11-24",
+        "x-api-key": "local",
+        "x-app": "cli",
+        "X-Claude-Code-Session-Id": "00000000-0000-0000-0000-000000000001",
+    }
+    url = system["gateway"].url
+    counted = httpx.post(f"{url}/v1/messages/count_tokens?beta=true", json=body, headers=headers).json()
+    snapshot, json_bufs, types = None, {}, []
+    with httpx.stream(
+        "POST", f"{url}/v1/messages?beta=true", json=body, headers=headers, timeout=120
+    ) as reply:
+        assert reply.status_code == 200
+        event_name = None
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                event_name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                event = EVENT.validate_python(json.loads(line.removeprefix("data: ")))
+                assert event.type == event_name
+                types.append(event.type)
+                if event.type != "ping":
+                    snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=json_bufs)
+    assert types[0] == "message_start"
+    assert types[-1] == "message_stop"
+    assert snapshot.usage.input_tokens == counted["input_tokens"] > 4000
+    assert snapshot.model == "claude-opus-5-5"
+    assert snapshot.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    # max_tokens 128000 was clamped to what fits after the prompt instead of failing
+    assert 0 < snapshot.usage.output_tokens <= MAX_MODEL_LEN - counted["input_tokens"]
+
+
+@pytest.mark.skipif(
+    shutil.which("claude") is None, reason="the claude CLI (@anthropic-ai/claude-code) is absent"
+)
+def test_real_claude_code_cli_talks_to_the_gateway(system):
+    env = {
+        **os.environ,
+        "ANTHROPIC_BASE_URL": system["gateway"].url,
+        "ANTHROPIC_API_KEY": "local",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    done = subprocess.run(
+        ["claude", "-p", "say hi", "--model", "claude-opus-5-5", "--max-turns", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
