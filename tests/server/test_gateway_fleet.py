@@ -427,3 +427,23 @@ def test_cold_load_and_long_prefill_send_keepalives_then_pings(cluster):
     ) as reply:
         lines = [line for line in reply.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
+
+
+async def test_dashboard_and_docs_name_only_metrics_that_are_exported(cluster):
+    import re
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    cluster.openai().chat.completions.create(model="alpha", messages=[{"role": "user", "content": "x"}])
+    metrics_app = create_metrics_app(cluster.app.state.metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=metrics_app), base_url="http://m") as c:
+        exported = (await c.get("/metrics")).text
+    for server in cluster.neurons.values():
+        exported += httpx.get(f"{server.url}/metrics").text
+    families = set(re.findall(r"^# TYPE (cortex_\w+) ", exported, flags=re.MULTILINE))
+    samples = set(re.findall(r"^(cortex_\w+)", exported, flags=re.MULTILINE))
+    dashboard = (docs / "grafana-dashboard.json").read_text()
+    documented = (docs / "metrics.md").read_text()
+    for name in set(re.findall(r"cortex_\w+", dashboard)):
+        assert name in samples, name
+    for name in families:
+        assert re.sub(r"_total$", "", name) in documented, name

@@ -147,7 +147,7 @@ def create_app(
     starts and closes it. ``app.state.metrics`` holds the metrics the metrics listener serves."""
     config = config or load_config()
     the_fleet = fleet if fleet is not None else build_fleet(config)
-    metrics = metrics or ServerMetrics("gateway")
+    metrics = metrics or ServerMetrics()
     keepalive_s = config.gateway.keepalive_s
 
     def fleet_gauges() -> dict[str, MetricValues]:

@@ -27,11 +27,10 @@ _LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class ServerMetrics:
-    """The request metrics both servers record. ``role`` is ``"neuron"`` or ``"gateway"``."""
+    """The request metrics both servers record."""
 
-    def __init__(self, role: str, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self.role = role
         labels = ("model", "neuron")
         r = self.registry
         self.requests = Counter("cortex_requests", "Requests received", [*labels, "endpoint"], registry=r)
@@ -70,20 +69,6 @@ class ServerMetrics:
             registry=r,
         )
         self.in_flight = Gauge("cortex_in_flight_requests", "Requests being served", labels, registry=r)
-        self.model_loads = Counter("cortex_model_loads", "Models loaded (cold loads)", labels, registry=r)
-        self.model_load_duration = Histogram(
-            "cortex_model_load_duration_seconds",
-            "Time to load a model",
-            labels,
-            buckets=_LOAD_BUCKETS,
-            registry=r,
-        )
-        self.model_unloads = Counter(
-            "cortex_model_unloads",
-            "Models unloaded, by type (requested, forced)",
-            [*labels, "type"],
-            registry=r,
-        )
 
     def observe_usage(self, model: str, neuron: str, usage: dict[str, Any] | None) -> None:
         """Count an OpenAI-shaped ``usage`` dict's tokens."""
@@ -106,6 +91,29 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class NeuronMetrics(ServerMetrics):
+    """The neuron's metrics: the request metrics plus model loads and unloads."""
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry=registry)
+        labels = ("model", "neuron")
+        r = self.registry
+        self.model_loads = Counter("cortex_model_loads", "Models loaded (cold loads)", labels, registry=r)
+        self.model_load_duration = Histogram(
+            "cortex_model_load_duration_seconds",
+            "Time to load a model",
+            labels,
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.model_unloads = Counter(
+            "cortex_model_unloads",
+            "Models unloaded, by type (requested, forced)",
+            [*labels, "type"],
+            registry=r,
+        )
 
 
 class FunctionCollector(Collector):

@@ -39,7 +39,7 @@ from cortex.server.engine_loader import TorchEngineLoader
 from cortex.server.errors import ConfigError, ModelNotFoundError
 from cortex.server.generation import Generation
 from cortex.server.http_errors import Dialect, dialect_of, error_body, error_type_name, exception_handler
-from cortex.server.metrics import CONTENT_TYPE, FunctionCollector, MetricValues, ServerMetrics
+from cortex.server.metrics import CONTENT_TYPE, FunctionCollector, MetricValues, NeuronMetrics
 from cortex.server.model_store import EngineLoader, HostedModel, ModelStore, validate_model_id
 from cortex.server.openai_wire import (
     ChatRequest,
@@ -56,7 +56,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 class NeuronState:
     config: NeuronConfig
     store: ModelStore
-    metrics: ServerMetrics
+    metrics: NeuronMetrics
     device: str
     tokenizers: dict[Path, Any] = field(default_factory=dict)
 
@@ -193,7 +193,7 @@ def create_app(
     config: NeuronConfig | CortexConfig | None = None,
     *,
     loader: EngineLoader | None = None,
-    metrics: ServerMetrics | None = None,
+    metrics: NeuronMetrics | None = None,
 ) -> Litestar:
     """Build a neuron app. ``loader`` defaults to real cortex Engines on the configured device."""
     if config is None:
@@ -208,7 +208,7 @@ def create_app(
             max_model_len=neuron_config.max_model_len,
             cache_memory_bytes=neuron_config.cache_memory_bytes,
         )
-    metrics = metrics or ServerMetrics("neuron")
+    metrics = metrics or NeuronMetrics()
     budget = neuron_config.memory_budget_bytes
     if budget is None:
         budget = sum(d["memory_total_bytes"] for d in devices_for(device))

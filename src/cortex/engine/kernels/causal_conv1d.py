@@ -15,25 +15,6 @@ import torch
 import torch.nn.functional as F
 
 
-def causal_conv1d_prefill(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    conv_state: torch.Tensor,
-    *,
-    query_lens: Sequence[int],
-    state_slots: torch.Tensor,
-    has_initial_state: Sequence[bool],
-) -> torch.Tensor:
-    return causal_conv1d_prefill_ref(
-        x,
-        weight,
-        conv_state,
-        query_lens=query_lens,
-        state_slots=state_slots,
-        has_initial_state=has_initial_state,
-    )
-
-
 def causal_conv1d_prefill_ref(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -60,12 +41,6 @@ def causal_conv1d_prefill_ref(
     return out
 
 
-def causal_conv1d_decode(
-    x: torch.Tensor, weight: torch.Tensor, conv_state: torch.Tensor, *, state_slots: torch.Tensor
-) -> torch.Tensor:
-    return causal_conv1d_decode_ref(x, weight, conv_state, state_slots=state_slots)
-
-
 def causal_conv1d_decode_ref(
     x: torch.Tensor, weight: torch.Tensor, conv_state: torch.Tensor, *, state_slots: torch.Tensor
 ) -> torch.Tensor:
@@ -75,3 +50,8 @@ def causal_conv1d_decode_ref(
     y = (window * weight[None]).sum(-1)
     conv_state[state_slots] = window[:, :, 1:].to(conv_state.dtype)
     return F.silu(y)
+
+
+# Dispatch points (see kernels/__init__.py): the references serve every device until a GPU kernel lands.
+causal_conv1d_prefill = causal_conv1d_prefill_ref
+causal_conv1d_decode = causal_conv1d_decode_ref

@@ -24,44 +24,6 @@ import torch
 CHUNK_SIZE = 64
 
 
-def gated_delta_rule_prefill(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    state: torch.Tensor,
-    *,
-    query_lens: Sequence[int],
-    state_slots: torch.Tensor,
-    has_initial_state: Sequence[bool],
-) -> torch.Tensor:
-    return chunk_gated_delta_rule_ref(
-        q,
-        k,
-        v,
-        g,
-        beta,
-        state,
-        query_lens=query_lens,
-        state_slots=state_slots,
-        has_initial_state=has_initial_state,
-    )
-
-
-def gated_delta_rule_decode(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    state: torch.Tensor,
-    *,
-    state_slots: torch.Tensor,
-) -> torch.Tensor:
-    return gated_delta_rule_decode_ref(q, k, v, g, beta, state, state_slots=state_slots)
-
-
 def _normalise_qk(q: torch.Tensor, k: torch.Tensor, num_v_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
     # q, k: [..., num_k_heads, head_k_dim] -> fp32 [..., num_v_heads, head_k_dim], l2-normalised, q scaled
     q = q.float()
@@ -194,3 +156,8 @@ def _chunk_one(
             + (k[:, c] * (last[:, None] - gc[:, c]).exp()[..., None]).transpose(-1, -2) @ v_new
         )
     return out.reshape(num_heads, padded, -1)[:, :length].transpose(0, 1), s
+
+
+# Dispatch points (see kernels/__init__.py): the references serve every device until a GPU kernel lands.
+gated_delta_rule_prefill = chunk_gated_delta_rule_ref
+gated_delta_rule_decode = gated_delta_rule_decode_ref

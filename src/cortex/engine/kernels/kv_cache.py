@@ -5,12 +5,6 @@ from __future__ import annotations
 import torch
 
 
-def store_kv_cache(
-    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
-) -> None:
-    store_kv_cache_ref(k, v, k_cache, v_cache, slot_mapping)
-
-
 def store_kv_cache_ref(
     k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
@@ -21,3 +15,7 @@ def store_kv_cache_ref(
     slots = slot_mapping[valid]
     k_cache.view(-1, *k_cache.shape[2:])[slots] = k[valid].to(k_cache.dtype)
     v_cache.view(-1, *v_cache.shape[2:])[slots] = v[valid].to(v_cache.dtype)
+
+
+# Dispatch points (see kernels/__init__.py): the references serve every device until a GPU kernel lands.
+store_kv_cache = store_kv_cache_ref

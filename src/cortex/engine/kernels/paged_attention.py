@@ -15,21 +15,6 @@ import torch
 import torch.nn.functional as F
 
 
-def paged_attention_prefill(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    *,
-    query_lens: Sequence[int],
-    seq_lens: Sequence[int],
-    block_tables: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    return paged_attention_ref(
-        q, k_cache, v_cache, query_lens=query_lens, seq_lens=seq_lens, block_tables=block_tables, scale=scale
-    )
-
-
 def paged_attention_decode(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -83,3 +68,7 @@ def paged_attention_ref(
         out[start : start + query_len] = o[0].transpose(0, 1)
         start += query_len
     return out
+
+
+# Dispatch points (see kernels/__init__.py): the references serve every device until a GPU kernel lands.
+paged_attention_prefill = paged_attention_ref

@@ -18,10 +18,6 @@ def rotary_cos_sin(
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return apply_rotary_ref(x, cos, sin)
-
-
 def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # x: [num_tokens, num_heads, head_dim]; cos, sin: [num_tokens, rotary_dim]; returns a new tensor
     rotary_dim = cos.shape[-1]
@@ -30,3 +26,7 @@ def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)
     out = rot * cos[:, None, :] + rotated * sin[:, None, :]
     return torch.cat((out, rest), dim=-1)
+
+
+# Dispatch points (see kernels/__init__.py): the references serve every device until a GPU kernel lands.
+apply_rotary = apply_rotary_ref
