@@ -135,6 +135,8 @@ def test_cortex_serve_with_no_config_makes_a_demo_model_and_serves_it(tmp_path, 
         assert "demo-qwen3.5-random (loaded)" in table
         assert main(["status", "--url", url, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["neurons"][0]["healthy"] is True
+        assert main(["status", "--url", url, "--explain", "claude-opus-5-5"]) == 0
+        assert json.loads(capsys.readouterr().out)["requested"] == "claude-opus-5-5"
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default="http://127.0.0.1:31313", help="the gateway (default %(default)s)")
     status.add_argument("--api-key", help="key for a gateway that requires one")
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    status.add_argument(
+        "--explain", metavar="MODEL", help="where the next request for MODEL would go, and why"
+    )
 
     make = sub.add_parser("make-model", help="write a random-weight checkpoint (Hugging Face layout)")
     make.add_argument("path", type=Path)
@@ -132,11 +135,11 @@ def _status(args: argparse.Namespace) -> int:
     from cortex.server.status import fetch_status, render_status
 
     try:
-        status = fetch_status(args.url, api_key=args.api_key)
+        status = fetch_status(args.url, api_key=args.api_key, explain=args.explain)
     except httpx.HTTPError as error:
-        print(f"cortex status: cannot read {args.url}/status: {error}", file=sys.stderr)
+        print(f"cortex status: cannot read {args.url}: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    print(json.dumps(status, indent=2) if args.json or args.explain else render_status(status))
     return 0
 
 

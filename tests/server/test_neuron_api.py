@@ -342,7 +342,9 @@ async def test_admission_queue_full_is_429_and_queue_timeout_is_503(models_root)
         while not loader.engines["slow"].num_running:
             await asyncio.sleep(0.01)
         queued = asyncio.create_task(client.post("/v1/chat/completions", json=body))
-        await asyncio.sleep(0.05)
+        hosted = app.state.neuron.store.get("slow")
+        while not hosted.admission.num_queued:
+            await asyncio.sleep(0.005)
         health = (await client.get("/health")).json()
         assert health["in_flight"] == 1
         assert health["queued"] == 1
@@ -438,3 +440,21 @@ async def test_metrics_are_present_and_increase(client):
     ):
         assert name in after, name
     assert 'model="alpha",neuron="n1"' in after
+
+
+async def test_catalogue_entries_name_folders_outside_the_model_dirs(models_root, tmp_path):
+    from server_fakes import write_fake_model
+
+    elsewhere = write_fake_model(tmp_path / "elsewhere", "Some-Model", reply="listed")
+    app, _ = make_neuron(models_root, catalogue=[{"id": "listed", "path": str(elsewhere)}], auto_load=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as client:
+        ids = {m["id"] for m in (await client.get("/discovery")).json()["models"]}
+        assert "listed" in ids
+        assert "Some-Model" not in ids
+        body = {"model": "listed", "messages": [{"role": "user", "content": "x"}]}
+        not_loaded = await client.post("/v1/chat/completions", json=body)
+        assert not_loaded.status_code == 404  # auto_load off: the fleet loads explicitly
+        assert not_loaded.json()["error"]["code"] == "model_not_found"
+        assert (await client.post("/models/load", json={"model": "listed"})).status_code == 200
+        reply = await client.post("/v1/chat/completions", json=body)
+        assert reply.json()["choices"][0]["message"]["content"] == "listed"

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from cortex.engine.config import ModelConfig
+from cortex.engine.models.causal_lm import CausalLM
 from cortex.errors import InvalidRequestError
 
 ARCHS = ("qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen3")
@@ -230,10 +231,8 @@ def make_model(
 
 def hf_tensor_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
     """The checkpoint's tensor names and shapes, in transformers' saved layout."""
-    from cortex.engine.models.weights import MODEL_CLASSES
-
     with torch.device("meta"):
-        model = MODEL_CLASSES[config.arch](config)
+        model = CausalLM(config)
     for name, param in model.named_parameters():
         shape = tuple(param.shape)
         prefix, _, leaf = name.rpartition(".")

@@ -16,7 +16,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -244,38 +244,30 @@ class Fleet:
         affinity_key: str | None = None,
     ) -> FleetResponse:
         """Send a non-streamed request; fails over on connection errors and 5xx (jittered, bounded)."""
-        canonical = self.resolve(model)
-        payload = {**body, "model": self._ledger.upstream(canonical)}
-        failures: list[tuple[str, str]] = []
-        last_5xx: UpstreamError | None = None
-        self.counters["requests"] += 1
+        failover, payload = self._begin(model, body)
+        canonical = failover.model
         for attempt in range(self.policy.retry_attempts):
             if attempt:
                 await self._backoff(attempt)
             try:
-                neuron = await self._acquire(
-                    canonical, affinity_key=affinity_key, exclude=_excluded(failures)
-                )
+                neuron = await self._acquire(canonical, affinity_key=affinity_key, exclude=failover.excluded)
             except NoCapacityError:
-                if not failures:
+                if not failover.failures:
                     raise
                 break
             try:
                 reply = await self._clients[neuron].post(path, payload, headers=headers)
             except httpx.TransportError as exc:
-                failures.append((neuron, self._transport_failed(neuron, exc)))
+                failover.failures.append((neuron, self._transport_failed(neuron, exc)))
                 continue
             finally:
                 self._release(neuron, canonical)
             if await self._should_retry(neuron, canonical, reply):
-                failures.append((neuron, f"HTTP {reply.status}"))
-                last_5xx = UpstreamError(neuron, reply.status, reply.body) if reply.status >= 500 else None
+                failover.retry(neuron, reply)
                 continue
             return FleetResponse(reply.status, reply.body, neuron, canonical, attempt + 1)
         self.counters["request_failures"] += 1
-        if last_5xx is not None and failures[-1][0] == last_5xx.neuron:
-            raise last_5xx
-        raise NeuronUnavailableError(canonical, failures)
+        raise failover.error()
 
     async def stream(
         self,
@@ -292,16 +284,13 @@ class Fleet:
         Before the first data item, failures fail over like ``post`` and finally raise (``UpstreamError``
         for a 4xx). After it, a broken stream raises ``FleetStreamError``.
         """
-        canonical = self.resolve(model)
-        payload = {**body, "model": self._ledger.upstream(canonical)}
-        failures: list[tuple[str, str]] = []
-        last_5xx: UpstreamError | None = None
-        self.counters["requests"] += 1
+        failover, payload = self._begin(model, body)
+        canonical = failover.model
         for attempt in range(self.policy.retry_attempts):
             if attempt:
                 await self._backoff(attempt)
             acquire = asyncio.ensure_future(
-                self._acquire(canonical, affinity_key=affinity_key, exclude=_excluded(failures))
+                self._acquire(canonical, affinity_key=affinity_key, exclude=failover.excluded)
             )
             try:
                 while not acquire.done():
@@ -310,7 +299,7 @@ class Fleet:
                         yield KEEPALIVE
                 neuron = acquire.result()
             except NoCapacityError:
-                if not failures:
+                if not failover.failures:
                     raise
                 break
             except BaseException:
@@ -324,12 +313,7 @@ class Fleet:
                     if upstream.status != 200:
                         reply = UpstreamReply(upstream.status, await upstream.error_body())
                         if await self._should_retry(neuron, canonical, reply):
-                            failures.append((neuron, f"HTTP {reply.status}"))
-                            last_5xx = (
-                                UpstreamError(neuron, reply.status, reply.body)
-                                if reply.status >= 500
-                                else None
-                            )
+                            failover.retry(neuron, reply)
                             continue
                         raise UpstreamError(neuron, reply.status, reply.body)
                     async for event in upstream.events():
@@ -344,13 +328,11 @@ class Fleet:
                 if streamed:
                     self.counters["stream_errors"] += 1
                     raise FleetStreamError(neuron, cause) from exc
-                failures.append((neuron, cause))
+                failover.failures.append((neuron, cause))
             finally:
                 self._release(neuron, canonical)
         self.counters["request_failures"] += 1
-        if last_5xx is not None and failures[-1][0] == last_5xx.neuron:
-            raise last_5xx
-        raise NeuronUnavailableError(canonical, failures)
+        raise failover.error()
 
     # ---- explicit model management -------------------------------------------------------------------
 
@@ -449,6 +431,12 @@ class Fleet:
 
     # ---- bookkeeping ---------------------------------------------------------------------------------
 
+    def _begin(self, model: str, body: Mapping[str, Any]) -> tuple[_Failover, dict[str, Any]]:
+        """Count a new request for ``model``: its (empty) failover record and the upstream payload."""
+        canonical = self.resolve(model)
+        self.counters["requests"] += 1
+        return _Failover(canonical), {**body, "model": self._ledger.upstream(canonical)}
+
     def _release(self, neuron: str, model: str) -> None:
         self._ledger.release(neuron, model)
         self._loader.capacity_freed.set()
@@ -497,5 +485,25 @@ class Fleet:
             await self.sweep_idle()
 
 
-def _excluded(failures: Sequence[tuple[str, str]]) -> frozenset[str]:
-    return frozenset(neuron for neuron, _ in failures)
+@dataclass
+class _Failover:
+    """One request's failed attempts, ``(neuron, cause)`` in order, and the last 5xx reply's error."""
+
+    model: str
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    last_5xx: UpstreamError | None = None
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        return frozenset(neuron for neuron, _ in self.failures)
+
+    def retry(self, neuron: str, reply: UpstreamReply) -> None:
+        """Record a reply that ``_should_retry`` sent elsewhere (a 5xx, or a stale 404)."""
+        self.failures.append((neuron, f"HTTP {reply.status}"))
+        self.last_5xx = UpstreamError(neuron, reply.status, reply.body) if reply.status >= 500 else None
+
+    def error(self) -> UpstreamError | NeuronUnavailableError:
+        """What to raise once every attempt failed: the neuron's own 5xx if it was the last failure."""
+        if self.last_5xx is not None and self.failures[-1][0] == self.last_5xx.neuron:
+            return self.last_5xx
+        return NeuronUnavailableError(self.model, self.failures)

@@ -142,5 +142,5 @@ class Ledger:
             load=max(0, state.in_flight + state.queued - polled_total) + local_total,
             free_bytes=state.free_bytes,
             models=models,
-            loadable={self.canonical(u): self.memory_need(self.canonical(u), state) for u in state.loadable},
+            loadable={m: self.memory_need(m, state) for m in map(self.canonical, state.loadable)},
         )

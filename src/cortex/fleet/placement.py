@@ -21,7 +21,6 @@ __all__ = ["Placement", "PlacementResult", "place"]
 class Placement:
     neuron: str
     evict: tuple[str, ...]
-    needed_bytes: int
     free_bytes: int
     preferred: bool
 
@@ -71,7 +70,7 @@ def place(
                 notes.append((view.name, f"does not fit: {plan.reason}"))
                 continue
             preferred = profile is not None and view.name in profile.preferred_neurons
-            options.append(Placement(view.name, plan.victims, needed, view.free_bytes, preferred))
+            options.append(Placement(view.name, plan.victims, view.free_bytes, preferred))
             how = f"fits after evicting {list(plan.victims)}" if plan.victims else "fits"
             notes.append((view.name, f"{how} (needs {needed} bytes, {view.free_bytes} free)"))
     if not options:

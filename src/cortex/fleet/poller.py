@@ -34,12 +34,10 @@ _POLL_ERRORS = (httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError)
 class NeuronState:
     spec: NeuronSpec
     healthy: bool = False
-    polled: bool = False
     consecutive_failures: int = 0
     last_error: str | None = None
     last_ok_s: float | None = None
     devices: list[dict[str, Any]] = field(default_factory=list)
-    host: dict[str, Any] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     loadable: dict[str, dict[str, Any]] = field(default_factory=dict)
     in_flight: int = 0
@@ -99,7 +97,6 @@ class NeuronState:
             entries[str(entry["id"])] = merged
         self.models = entries
         self.loadable = {str(m["id"]): dict(m) for m in discovery.get("models", [])}
-        self.host = dict(discovery.get("host", {}))
         self.devices = [dict(d) for d in health.get("devices", [])]
         self.in_flight = int(health["in_flight"])
         self.queued = int(health["queued"])
@@ -108,7 +105,6 @@ class NeuronState:
         self.prefill_tokens_per_s = float(health.get("prefill_tokens_per_s", 0.0))
         self.decode_tokens_per_s = float(health.get("decode_tokens_per_s", 0.0))
         self.healthy = health.get("status") == "ok"
-        self.polled = True
         self.consecutive_failures = 0
         self.last_error = None if self.healthy else f"status {health.get('status')!r}"
         self.last_ok_s = now_s
@@ -131,11 +127,9 @@ class Poller:
         self._timeout_s = timeout_s
         self._unhealthy_after = unhealthy_after
         self._local_load = local_load
-        self.num_polls = 0
 
     async def poll_all(self) -> None:
         await asyncio.gather(*(self.poll(state) for state in self._states))
-        self.num_polls += 1
 
     async def poll(self, state: NeuronState) -> None:
         client = self._clients[state.name]

@@ -1,8 +1,7 @@
 """The servers' exceptions. Each carries the HTTP status the apps answer with.
 
     CortexError
-    ├── InvalidRequestError (400)
-    │   └── PayloadTooLargeError (413)              request body over the configured limit
+    ├── InvalidRequestError (400)                   bad input (cortex.errors); a body over the limit is 413
     └── ServerError
         ├── ConfigError                             a config file or environment value is invalid
         ├── AuthenticationError (401)               missing or wrong API key
@@ -21,11 +20,7 @@ dialect; see :mod:`cortex.server.http_errors`.
 
 from __future__ import annotations
 
-from cortex.errors import CortexError, InvalidRequestError
-
-
-class PayloadTooLargeError(InvalidRequestError):
-    http_status = 413
+from cortex.errors import CortexError
 
 
 class ServerError(CortexError):

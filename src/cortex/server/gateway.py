@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (OpenAI), ``POST /v1/messages``,
 ``POST /v1/messages/count_tokens`` (Anthropic; ``?beta=true`` accepted), ``GET /v1/models`` (Anthropic
-shape for Anthropic callers), ``GET /health``, ``GET|HEAD /`` (status page), ``GET /status`` (JSON).
+shape for Anthropic callers), ``GET /health``, ``GET|HEAD /`` (status page), ``GET /status`` (JSON),
+``GET /explain?model=M`` (where the next request for M would go, and why).
 Metrics are served by a separate app (:func:`create_metrics_app`) on their own listener.
 
 Neurons speak OpenAI ``/v1/chat/completions``; Anthropic requests are translated there and back. For
@@ -29,6 +30,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, head, post
+from litestar.params import FromQuery
 from litestar.response import Stream
 
 from cortex import translate
@@ -247,7 +249,13 @@ def create_app(
                 None,
             )
             return Response(reply.json, status_code=reply.status, media_type="application/json")
-        items = the_fleet.stream(body["model"], path, body, affinity_key=affinity, keepalive_s=keepalive_s)
+        # Usage is always asked of the neuron (for the metrics); the caller gets it only if it asked.
+        stream_options = body.get("stream_options")
+        wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        upstream_body = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
+        items = the_fleet.stream(
+            body["model"], path, upstream_body, affinity_key=affinity, keepalive_s=keepalive_s
+        )
         source = await _early_start(items, keepalive_s)
 
         async def events() -> AsyncIterator[bytes]:
@@ -262,7 +270,8 @@ def create_app(
                     if first_token_at is None and _has_output(item):
                         first_token_at = time.monotonic()
                     usage = item.get("usage") or usage
-                    yield sse.openai_event(item)
+                    if wants_usage or item.get("choices"):
+                        yield sse.openai_event(item if wants_usage else _without_usage(item))
                 yield sse.OPENAI_DONE
             except FleetError as error:
                 metrics.errors.labels(label, "", "stream_error").inc()
@@ -332,9 +341,10 @@ def create_app(
                         yield sse.anthropic_event(event)
                     if builder.done:
                         break
-                if builder is not None:
-                    for event in builder.finish():
-                        yield sse.anthropic_event(event)
+                if builder is None:  # the upstream ended without a chunk: still a complete message
+                    builder = AnthropicStreamBuilder(model=requested, message_id=None, input_tokens=None)
+                for event in builder.finish():
+                    yield sse.anthropic_event(event)
             except (FleetError, InvalidRequestError) as error:
                 metrics.errors.labels(label, "", "stream_error").inc()
                 status = getattr(error, "http_status", 400)
@@ -376,6 +386,10 @@ def create_app(
     async def status() -> dict[str, Any]:
         return the_fleet.status()
 
+    @get("/explain")
+    async def explain(model: FromQuery[str]) -> dict[str, Any]:
+        return the_fleet.explain(model)
+
     @get("/", media_type="text/html")
     async def index() -> str:
         return _status_page(the_fleet.status())
@@ -390,7 +404,18 @@ def create_app(
             yield
 
     app = Litestar(
-        [chat_completions, completions, messages, count_tokens, v1_models, health, status, index, probe],
+        [
+            chat_completions,
+            completions,
+            messages,
+            count_tokens,
+            v1_models,
+            health,
+            status,
+            explain,
+            index,
+            probe,
+        ],
         exception_handlers={Exception: handle_error},
         before_request=auth_hook(config.auth.api_keys, public_paths=PUBLIC_PATHS),
         lifespan=[lifespan],
@@ -429,6 +454,10 @@ async def _continue(first: asyncio.Future[Any], rest: AsyncIterator[Any]) -> Asy
     finally:
         first.cancel()
         await sse.aclose_quietly(rest)
+
+
+def _without_usage(chunk: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in chunk.items() if key != "usage"}
 
 
 def _has_output(chunk: dict[str, Any]) -> bool:

@@ -1,7 +1,9 @@
 """Errors as HTTP responses in the caller's dialect, shared by the neuron and the gateway.
 
-The dialect is Anthropic for ``/v1/messages*`` and for any request carrying an ``anthropic-version``
-or ``x-api-key`` header (Claude Code, the anthropic SDK); OpenAI otherwise. Every error the library
+The dialect is Anthropic for ``/v1/messages*``, OpenAI for ``/v1/chat/completions`` and
+``/v1/completions``; elsewhere (``/v1/models``, auth failures on other routes) it is Anthropic when
+the request carries an ``anthropic-version`` or ``x-api-key`` header (Claude Code, the anthropic
+SDK). Every error the library
 raises on purpose maps to a status here; anything else is a 500 whose details go to the log only.
 """
 
@@ -22,8 +24,11 @@ log = logging.getLogger("cortex.server")
 
 
 def dialect_of(request: Request[Any, Any, Any]) -> Dialect:
-    if request.url.path.startswith("/v1/messages"):
+    path = request.url.path
+    if path.startswith("/v1/messages"):
         return "anthropic"
+    if path in ("/v1/chat/completions", "/v1/completions"):
+        return "openai"
     headers = request.headers
     return "anthropic" if "anthropic-version" in headers or "x-api-key" in headers else "openai"
 

@@ -17,7 +17,7 @@ import contextlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -77,7 +77,6 @@ class HostedModel:
     engine: Any = None
     error: str | None = None
     loaded_at: float = 0.0
-    last_used: float = field(default_factory=time.monotonic)
 
     @property
     def id(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -30,6 +31,7 @@ from litestar.response import Stream
 from pydantic import ValidationError
 
 from cortex import translate
+from cortex.engine.text.chat import render_chat_prompt
 from cortex.errors import InvalidRequestError
 from cortex.server import sse
 from cortex.server.auth import auth_hook
@@ -223,16 +225,13 @@ def create_app(
     metrics.registry.register(FunctionCollector(state.gauges))
 
     async def admitted(model_id: str, endpoint: str) -> tuple[HostedModel, AbstractAsyncContextManager[None]]:
+        hosted = await store.ensure(model_id)  # unknown ids raise here, before they could become labels
         metrics.requests.labels(model_id, name, endpoint).inc()
-        hosted = await store.ensure(model_id)
         slot = hosted.admission.slot()
         await slot.__aenter__()
-        hosted.last_used = time.monotonic()
         return hosted, slot
 
     async def run_chat(request: ChatRequest, dialect: Dialect, endpoint: str) -> Response[Any]:
-        from cortex.engine.text.chat import render_chat_prompt
-
         hosted, slot = await admitted(request.model, endpoint)
         started = time.monotonic()
         metrics.in_flight.labels(request.model, name).inc()
@@ -248,7 +247,7 @@ def create_app(
                 max_model_len=engine.max_model_len,
                 clamp=request.clamp_max_tokens,
             )
-            request = _with_params(request, params)
+            request = dataclasses.replace(request, params=params)
             gen = Generation(engine, request.model, name, metrics, num_prompt_tokens=len(prompt_ids))
             if not request.stream:
                 completion = await gen.chat(request)
@@ -351,14 +350,13 @@ def create_app(
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise InvalidRequestError("the request body must be a JSON object")
-        parsed = parse_chat_request(translate.anthropic_to_openai_request(body))
+        # As at the gateway: Anthropic callers (Claude Code asks for 128000) get max_tokens clamped.
+        parsed = parse_chat_request({**translate.anthropic_to_openai_request(body), "clamp_max_tokens": True})
         request.scope.setdefault("state", {})["model"] = parsed.model
         return await run_chat(parsed, "anthropic", "messages")
 
     @post("/v1/messages/count_tokens", status_code=200)
     async def count_tokens(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        from cortex.engine.text.chat import render_chat_prompt
-
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise InvalidRequestError("the request body must be a JSON object")
@@ -396,7 +394,7 @@ def create_app(
                 max_model_len=engine.max_model_len,
                 clamp=parsed.clamp_max_tokens,
             )
-            parsed = _with_params(parsed, params)
+            parsed = dataclasses.replace(parsed, params=params)
             gen = Generation(engine, parsed.model, name, metrics, num_prompt_tokens=num_prompt_tokens)
             if not parsed.stream:
                 return Response(await gen.completion(parsed))
@@ -450,12 +448,6 @@ def create_app(
     return app
 
 
-def _with_params(request: Any, params: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(request, params=params)
-
-
 async def _finally(source: AsyncIterator[dict[str, Any]], done: Any) -> AsyncIterator[dict[str, Any]]:
     """Yield ``source`` and call ``done()`` once it ends, fails or is closed."""
     try:
@@ -464,18 +456,6 @@ async def _finally(source: AsyncIterator[dict[str, Any]], done: Any) -> AsyncIte
     finally:
         done()
         await sse.aclose_quietly(source)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cortex neuron", description="Serve this host's models over HTTP.")
-    parser.add_argument(
-        "--config", type=Path, help="cortex.toml (its [neuron] section); default $CORTEX_CONFIG"
-    )
-    parser.add_argument("--listen", help="host:port (default 127.0.0.1:13131)")
-    parser.add_argument("--models", action="append", type=Path, help="a model folder (repeatable)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--name", help="this neuron's name in metrics and status")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> NeuronConfig:
@@ -519,15 +499,10 @@ def run_neuron(config: NeuronConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cortex.server.neuron`` / ``cortex neuron``."""
-    args = build_parser().parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ConfigError as error:
-        print(f"cortex neuron: {error}", file=sys.stderr)
-        return 2
-    run_neuron(config)
-    return 0
+    """``python -m cortex.server.neuron``: the same as ``cortex neuron``."""
+    from cortex.cli import main as cli_main
+
+    return cli_main(["neuron", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``cortex status``: the fleet as a readable table (or JSON), read from a running gateway's ``/status``."""
+"""``cortex status``: the fleet as a readable table (or JSON), read from a running gateway's ``/status``;
+``--explain MODEL`` shows the routing decision the gateway would make for a model."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from typing import Any
 import httpx
 
 
-def fetch_status(url: str, *, api_key: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
-    """GET ``{url}/status`` from a gateway; raises httpx errors when it cannot be reached."""
+def fetch_status(
+    url: str, *, api_key: str | None = None, explain: str | None = None, timeout_s: float = 5.0
+) -> dict[str, Any]:
+    """GET ``{url}/status`` (or ``/explain?model=...``) from a gateway; raises httpx errors when it
+    cannot be reached or answers with an error."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    reply = httpx.get(f"{url.rstrip('/')}/status", headers=headers, timeout=timeout_s)
+    path, params = ("/explain", {"model": explain}) if explain else ("/status", {})
+    reply = httpx.get(f"{url.rstrip('/')}{path}", params=params, headers=headers, timeout=timeout_s)
     reply.raise_for_status()
     status: dict[str, Any] = reply.json()
     return status

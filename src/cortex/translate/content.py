@@ -12,7 +12,7 @@ text, for chat templates).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cortex.translate.errors import TranslationError
@@ -39,17 +39,30 @@ def unsupported(kind: str, path: str) -> TranslationError:
     return TranslationError(f"content of type {kind!r} cannot be translated", param=f"{path}.type")
 
 
+def typed_items(content: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any], str]]:
+    """A list of Anthropic blocks or OpenAI parts as ``(type, item, item path)``, each item checked to
+    be an object with a string ``type``."""
+    for i, item in enumerate(as_list(content, path)):
+        item_path = f"{path}[{i}]"
+        block = as_dict(item, item_path)
+        yield block_type(block, item_path), block, item_path
+
+
+def text_blocks(text: str | list[JSON]) -> list[JSON]:
+    """``text_content``'s result as a list of text items (a string becomes one)."""
+    return [{"type": "text", "text": text}] if isinstance(text, str) else text
+
+
 def text_content(content: Any, path: str) -> str | list[JSON]:
     """A string, or a list of text items, checked and copied with only their own fields. Anthropic
     text blocks and OpenAI text parts have the same shape, ``{"type": "text", "text": ...}``."""
     if isinstance(content, str):
         return content
     items: list[JSON] = []
-    for i, item in enumerate(as_list(content, path)):
-        block = as_dict(item, f"{path}[{i}]")
-        if block_type(block, f"{path}[{i}]") != "text":
-            raise unsupported(block["type"], f"{path}[{i}]")
-        items.append({"type": "text", "text": str_field(block, "text", f"{path}[{i}]")})
+    for kind, block, item_path in typed_items(content, path):
+        if kind != "text":
+            raise unsupported(kind, item_path)
+        items.append({"type": "text", "text": str_field(block, "text", item_path)})
     return items
 
 
@@ -155,17 +168,15 @@ def assistant_blocks_to_message(content: Any, path: str) -> JSON:
     texts: list[str] = []
     thinking: list[JSON] = []
     tool_calls: list[JSON] = []
-    for i, item in enumerate(as_list(content, path)):
-        block = as_dict(item, f"{path}[{i}]")
-        kind = block_type(block, f"{path}[{i}]")
+    for kind, block, item_path in typed_items(content, path):
         if kind == "text":
-            texts.append(str_field(block, "text", f"{path}[{i}]"))
+            texts.append(str_field(block, "text", item_path))
         elif kind in ("thinking", "redacted_thinking"):
-            thinking.append(thinking_block(block, f"{path}[{i}]"))
+            thinking.append(thinking_block(block, item_path))
         elif kind == "tool_use":
-            tool_calls.append(tool_use_to_call(block, f"{path}[{i}]"))
+            tool_calls.append(tool_use_to_call(block, item_path))
         else:
-            raise unsupported(kind, f"{path}[{i}]")
+            raise unsupported(kind, item_path)
     message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
     reasoning = reasoning_text(thinking)
     if reasoning:
@@ -183,10 +194,7 @@ def assistant_message_to_blocks(message: Mapping[str, Any], path: str) -> list[J
     blocks = openai_thinking_blocks(message, path)
     content = message.get("content")
     if content:
-        text_blocks = text_content(content, f"{path}.content")
-        blocks.extend(
-            [{"type": "text", "text": text_blocks}] if isinstance(text_blocks, str) else text_blocks
-        )
+        blocks.extend(text_blocks(text_content(content, f"{path}.content")))
     if message.get("refusal"):
         blocks.append({"type": "text", "text": as_str(message["refusal"], f"{path}.refusal")})
     for i, call in enumerate(as_list(message.get("tool_calls") or [], f"{path}.tool_calls")):

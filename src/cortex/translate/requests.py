@@ -13,10 +13,11 @@ from typing import Any
 from cortex.translate.content import (
     assistant_blocks_to_message,
     assistant_message_to_blocks,
-    block_type,
     image_block_to_part,
     image_part_to_block,
+    text_blocks,
     text_content,
+    typed_items,
     unsupported,
 )
 from cortex.translate.errors import TranslationError
@@ -176,17 +177,15 @@ def _anthropic_user_to_openai(content: Any, path: str) -> list[JSON]:
     tool_messages: list[JSON] = []
     parts: list[JSON] = []
     moved_images: list[JSON] = []
-    for i, item in enumerate(as_list(content, path)):
-        block = as_dict(item, f"{path}[{i}]")
-        kind = block_type(block, f"{path}[{i}]")
+    for kind, block, item_path in typed_items(content, path):
         if kind == "text":
-            parts.append({"type": "text", "text": str_field(block, "text", f"{path}[{i}]")})
+            parts.append({"type": "text", "text": str_field(block, "text", item_path)})
         elif kind == "image":
-            parts.append(image_block_to_part(block, f"{path}[{i}]"))
+            parts.append(image_block_to_part(block, item_path))
         elif kind == "tool_result":
-            tool_messages.append(_tool_result_to_openai(block, f"{path}[{i}]", moved_images))
+            tool_messages.append(_tool_result_to_openai(block, item_path, moved_images))
         else:
-            raise unsupported(kind, f"{path}[{i}]")
+            raise unsupported(kind, item_path)
     user_parts = moved_images + parts
     if user_parts or not tool_messages:
         return [*tool_messages, {"role": "user", "content": user_parts}]
@@ -203,19 +202,16 @@ def _tool_result_to_openai(block: Mapping[str, Any], path: str, moved_images: li
         message["content"] = content
     else:
         texts: list[JSON] = []
-        for i, item in enumerate(as_list(content, f"{path}.content")):
-            inner = as_dict(item, f"{path}.content[{i}]")
-            kind = block_type(inner, f"{path}.content[{i}]")
+        for kind, inner, inner_path in typed_items(content, f"{path}.content"):
             if kind == "text":
-                text = field(inner, "text", f"{path}.content[{i}]")
-                texts.append({"type": "text", "text": as_str(text, f"{path}.content[{i}].text")})
+                texts.append({"type": "text", "text": str_field(inner, "text", inner_path)})
             elif kind == "image":
-                moved_images.append(image_block_to_part(inner, f"{path}.content[{i}]"))
+                moved_images.append(image_block_to_part(inner, inner_path))
             elif kind == "tool_reference":
-                name = str_field(inner, "tool_name", f"{path}.content[{i}]")
+                name = str_field(inner, "tool_name", inner_path)
                 texts.append({"type": "text", "text": f"Tool loaded: {name}"})
             else:
-                raise unsupported(kind, f"{path}.content[{i}]")
+                raise unsupported(kind, inner_path)
         message["content"] = texts
     if block.get("is_error"):
         message["is_error"] = True
@@ -248,9 +244,7 @@ def _openai_messages_to_anthropic(items: list[Any]) -> tuple[str | list[JSON] | 
         elif role == "user":
             blocks = _openai_user_content_to_anthropic(field(message, "content", path), f"{path}.content")
             if tool_turn is not None:
-                tool_turn["content"].extend(
-                    [{"type": "text", "text": blocks}] if isinstance(blocks, str) else blocks
-                )
+                tool_turn["content"].extend(text_blocks(blocks))
             else:
                 messages.append({"role": "user", "content": blocks})
         elif role == "assistant":
@@ -268,7 +262,7 @@ def _join_system(parts: list[str | list[JSON]]) -> str | list[JSON] | None:
         return parts[0]
     blocks: list[JSON] = []
     for part in parts:
-        blocks.extend([{"type": "text", "text": part}] if isinstance(part, str) else part)
+        blocks.extend(text_blocks(part))
     return blocks
 
 
@@ -276,15 +270,13 @@ def _openai_user_content_to_anthropic(content: Any, path: str) -> str | list[JSO
     if isinstance(content, str):
         return content
     blocks: list[JSON] = []
-    for i, item in enumerate(as_list(content, path)):
-        part = as_dict(item, f"{path}[{i}]")
-        kind = block_type(part, f"{path}[{i}]")
+    for kind, part, part_path in typed_items(content, path):
         if kind == "text":
-            blocks.append({"type": "text", "text": str_field(part, "text", f"{path}[{i}]")})
+            blocks.append({"type": "text", "text": str_field(part, "text", part_path)})
         elif kind == "image_url":
-            blocks.append(image_part_to_block(part, f"{path}[{i}]"))
+            blocks.append(image_part_to_block(part, part_path))
         else:
-            raise unsupported(kind, f"{path}[{i}]")
+            raise unsupported(kind, part_path)
     return blocks
 
 

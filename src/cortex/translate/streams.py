@@ -9,11 +9,19 @@ an error event in the caller's dialect.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from cortex.translate.anthropic_stream import AnthropicStreamBuilder
 from cortex.translate.fields import JSON
 from cortex.translate.openai_stream import OpenAIStreamBuilder
+
+
+class _StreamBuilder(Protocol):
+    done: bool
+
+    def feed(self, item: Any) -> list[JSON]: ...
+
+    def finish(self) -> list[JSON]: ...
 
 
 def openai_to_anthropic_stream(
@@ -29,14 +37,10 @@ def openai_to_anthropic_stream(
     when the upstream reports usage only at the end.
     """
     builder = AnthropicStreamBuilder(model=model, message_id=message_id, input_tokens=input_tokens)
-    for chunk in chunks:
-        yield from builder.feed(chunk)
-        if builder.done:
-            return
-    yield from builder.finish()
+    return _translate(builder, chunks)
 
 
-async def aopenai_to_anthropic_stream(
+def aopenai_to_anthropic_stream(
     chunks: AsyncIterable[Any],
     *,
     model: str | None = None,
@@ -45,13 +49,7 @@ async def aopenai_to_anthropic_stream(
 ) -> AsyncIterator[JSON]:
     """The async twin of ``openai_to_anthropic_stream``."""
     builder = AnthropicStreamBuilder(model=model, message_id=message_id, input_tokens=input_tokens)
-    async for chunk in chunks:
-        for event in builder.feed(chunk):
-            yield event
-        if builder.done:
-            return
-    for event in builder.finish():
-        yield event
+    return _atranslate(builder, chunks)
 
 
 def anthropic_to_openai_stream(
@@ -69,14 +67,10 @@ def anthropic_to_openai_stream(
     builder = OpenAIStreamBuilder(
         model=model, completion_id=completion_id, created=created, include_usage=include_usage
     )
-    for event in events:
-        yield from builder.feed(event)
-        if builder.done:
-            return
-    yield from builder.finish()
+    return _translate(builder, events)
 
 
-async def aanthropic_to_openai_stream(
+def aanthropic_to_openai_stream(
     events: AsyncIterable[Any],
     *,
     model: str | None = None,
@@ -88,10 +82,24 @@ async def aanthropic_to_openai_stream(
     builder = OpenAIStreamBuilder(
         model=model, completion_id=completion_id, created=created, include_usage=include_usage
     )
-    async for event in events:
-        for chunk in builder.feed(event):
-            yield chunk
+    return _atranslate(builder, events)
+
+
+def _translate(builder: _StreamBuilder, items: Iterable[Any]) -> Iterator[JSON]:
+    """Feed ``items`` until the builder is done (input after the end is not read), then finish."""
+    for item in items:
+        yield from builder.feed(item)
         if builder.done:
             return
-    for chunk in builder.finish():
-        yield chunk
+    yield from builder.finish()
+
+
+async def _atranslate(builder: _StreamBuilder, items: AsyncIterable[Any]) -> AsyncIterator[JSON]:
+    """The async twin of ``_translate``."""
+    async for item in items:
+        for out in builder.feed(item):
+            yield out
+        if builder.done:
+            return
+    for out in builder.finish():
+        yield out

@@ -12,8 +12,6 @@ from typing import Any
 from cortex.translate.errors import TranslationError
 from cortex.translate.fields import JSON, as_dict, as_list, as_str, dict_field, str_field
 
-_EMPTY_SCHEMA: JSON = {"type": "object", "properties": {}}
-
 
 def anthropic_tools_to_openai(value: Any, path: str, loaded: set[str]) -> list[JSON]:
     """``[{name, description?, input_schema, strict?}]`` as ``[{type: function, function: {...}}]``.
@@ -54,7 +52,9 @@ def openai_tools_to_anthropic(value: Any, path: str) -> list[JSON]:
             out["description"] = as_str(function["description"], f"{path}[{i}].function.description")
         parameters = function.get("parameters")
         out["input_schema"] = (
-            dict(as_dict(parameters, f"{path}[{i}].function.parameters")) if parameters else _EMPTY_SCHEMA
+            dict(as_dict(parameters, f"{path}[{i}].function.parameters"))
+            if parameters
+            else {"type": "object", "properties": {}}
         )
         if function.get("strict") is not None:
             out["strict"] = function["strict"]

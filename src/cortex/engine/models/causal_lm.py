@@ -1,6 +1,21 @@
-"""CausalLM: the shell every supported model shares: embeddings, a stack of decoder layers, the final
-norm and the LM head, under Hugging Face's parameter names (``model.embed_tokens``, ``model.layers.N``,
-``model.norm``, ``lm_head``) so checkpoints load by name.
+"""CausalLM: the one model every supported architecture builds: embeddings, a stack of decoder layers,
+the final norm and the LM head, under Hugging Face's parameter names (``model.embed_tokens``,
+``model.layers.N``, ``model.norm``, ``lm_head``) so checkpoints load by name.
+
+The architectures differ only in what ``ModelConfig`` says, so one ``DecoderLayer`` serves them all:
+
+- Qwen3.5 / Qwen3.6, dense (``qwen3_5``) and MoE (``qwen3_5_moe``): a hybrid stack where
+  ``linear_attention`` layers are Gated DeltaNet and ``full_attention`` layers (every fourth by
+  default) are gated attention with q/k norms and partial rotary; the FFN is a SwiGLU MLP or a sparse
+  MoE block with a shared expert; every RMSNorm is zero-centred ``(1 + w)`` except the gated norm
+  inside Gated DeltaNet.
+- Qwen3-Next (``qwen3_next``): the Qwen3.5-MoE stack with plain RoPE and a different checkpoint
+  layout for Gated DeltaNet projections, converted when loading (``qwen3_next.py``).
+- Qwen3 dense (``qwen3``): full attention in every layer with q/k norms and full rotary, no output
+  gate, SwiGLU MLP and plain-weight RMSNorm (``w * x``).
+
+Checked against transformers 5.24 ``Qwen3_5ForCausalLM``, ``Qwen3_5MoeForCausalLM``,
+``Qwen3NextForCausalLM`` and ``Qwen3ForCausalLM``.
 
 Forward contract (the runtime relies on it)::
 
@@ -13,20 +28,68 @@ delta state into ``state_slots``, in place; logits are computed only for ``batch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from cortex.engine.batch import ForwardBatch
-from cortex.engine.cache.layer_cache import LayerCache
+from cortex.engine.cache.layer_cache import AttentionCache, LayerCache, LinearStateCache
 from cortex.engine.config import ModelConfig
+from cortex.engine.layers.attention import Attention
+from cortex.engine.layers.gated_delta_net import GatedDeltaNet
+from cortex.engine.layers.mlp import SwiGLUMLP
+from cortex.engine.layers.moe import SparseMoeBlock
 from cortex.engine.layers.norm import RMSNorm
 from cortex.engine.layers.rotary import RotaryEmbedding
 
 
+def make_ffn(config: ModelConfig, layer_idx: int) -> nn.Module:
+    if config.moe_layers and config.moe_layers[layer_idx]:
+        return SparseMoeBlock(
+            config.hidden_size,
+            num_experts=config.num_experts,
+            top_k=config.num_experts_per_tok,
+            moe_intermediate_size=config.moe_intermediate_size,
+            shared_expert_intermediate_size=config.shared_expert_intermediate_size,
+            norm_topk_prob=config.norm_topk_prob,
+        )
+    return SwiGLUMLP(config.hidden_size, config.intermediate_size)
+
+
 class DecoderLayer(nn.Module):
-    """What a layer factory returns: ``x -> x`` for one layer, given rotary cos/sin and its cache."""
+    """One layer, ``x -> x``: a pre-norm token mixer (Gated DeltaNet or attention) and a pre-norm FFN."""
+
+    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        zero_centred = config.norm_zero_centred
+        self.layer_type = config.layer_types[layer_idx]
+        if self.layer_type == "linear_attention":
+            self.linear_attn = GatedDeltaNet(
+                config.hidden_size,
+                num_k_heads=config.linear_num_key_heads,
+                num_v_heads=config.linear_num_value_heads,
+                head_k_dim=config.linear_key_head_dim,
+                head_v_dim=config.linear_value_head_dim,
+                conv_kernel=config.linear_conv_kernel_dim,
+                rms_norm_eps=config.rms_norm_eps,
+            )
+        else:
+            self.self_attn = Attention(
+                config.hidden_size,
+                num_heads=config.num_attention_heads,
+                num_kv_heads=config.num_kv_heads,
+                head_dim=config.head_dim,
+                rms_norm_eps=config.rms_norm_eps,
+                zero_centred_norm=zero_centred,
+                output_gate=config.attn_output_gate,
+                bias=config.attention_bias,
+            )
+        self.mlp = make_ffn(config, layer_idx)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, zero_centred=zero_centred)
+        self.post_attention_layernorm = RMSNorm(
+            config.hidden_size, config.rms_norm_eps, zero_centred=zero_centred
+        )
 
     def forward(
         self,
@@ -35,22 +98,32 @@ class DecoderLayer(nn.Module):
         batch: ForwardBatch,
         cache: LayerCache,
     ) -> torch.Tensor:
-        raise NotImplementedError
+        # x: [num_tokens, hidden_size]
+        h = self.input_layernorm(x)
+        if self.layer_type == "linear_attention":
+            assert isinstance(cache, LinearStateCache), "linear-attention layers take a LinearStateCache"
+            h = self.linear_attn(h, batch, cache)
+        else:
+            assert isinstance(cache, AttentionCache), "full-attention layers take an AttentionCache"
+            h = self.self_attn(h, cos_sin, batch, cache)
+        x = x + h
+        ffn: torch.Tensor = self.mlp(self.post_attention_layernorm(x))
+        return x + ffn
 
 
 class TextModel(nn.Module):
-    def __init__(self, config: ModelConfig, make_layer: Callable[[ModelConfig, int], DecoderLayer]) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(make_layer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, zero_centred=config.norm_zero_centred)
 
 
 class CausalLM(nn.Module):
-    def __init__(self, config: ModelConfig, make_layer: Callable[[ModelConfig, int], DecoderLayer]) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.model = TextModel(config, make_layer)
+        self.model = TextModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

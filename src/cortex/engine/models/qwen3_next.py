@@ -1,5 +1,5 @@
-"""Qwen3-Next (``qwen3_next``): the Qwen3.5-MoE layer stack (same math, same norms, plain RoPE) with
-a different checkpoint layout for Gated DeltaNet projections, converted here when loading.
+"""Qwen3-Next (``qwen3_next``) checkpoints: the model is the Qwen3.5-MoE stack (``causal_lm.py``), but
+the checkpoint lays out the Gated DeltaNet projections differently; they are converted here when loading.
 
 transformers 5.24 ``Qwen3NextGatedDeltaNet.fix_query_key_value_ordering``: ``in_proj_qkvz`` is grouped
 by key head; for group ``g`` its rows are ``[q_g (dk) | k_g (dk) | v_g (r*dv) | z_g (r*dv)]`` with
@@ -11,13 +11,6 @@ from __future__ import annotations
 import torch
 
 from cortex.engine.config import ModelConfig
-from cortex.engine.models.causal_lm import CausalLM
-from cortex.engine.models.qwen3_5 import HybridDecoderLayer
-
-
-class Qwen3NextForCausalLM(CausalLM):
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config, HybridDecoderLayer)
 
 
 def split_qkvz(weight: torch.Tensor, config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -29,16 +29,7 @@ from safetensors import safe_open
 from cortex.engine.config import ModelConfig
 from cortex.engine.errors import ModelLoadError, WeightsError
 from cortex.engine.models.causal_lm import CausalLM
-from cortex.engine.models.qwen3 import Qwen3ForCausalLM
-from cortex.engine.models.qwen3_5 import Qwen3_5ForCausalLM
-from cortex.engine.models.qwen3_next import Qwen3NextForCausalLM, split_ba, split_qkvz
-
-MODEL_CLASSES: dict[str, Callable[[ModelConfig], CausalLM]] = {
-    "qwen3_5": Qwen3_5ForCausalLM,
-    "qwen3_5_moe": Qwen3_5ForCausalLM,
-    "qwen3_next": Qwen3NextForCausalLM,
-    "qwen3": Qwen3ForCausalLM,
-}
+from cortex.engine.models.qwen3_next import split_ba, split_qkvz
 
 _SKIPPED_PREFIXES = ("model.visual.", "visual.", "mtp.")
 _PER_EXPERT = re.compile(r"^(.*\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
@@ -55,7 +46,7 @@ def load_model(
     config = ModelConfig.from_hf(folder)
     torch_dtype = _torch_dtype(dtype)
     with torch.device("meta"):
-        model = MODEL_CLASSES[config.arch](config)
+        model = CausalLM(config)
     model = model.to(dtype=torch_dtype).to_empty(device=device)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight

@@ -30,8 +30,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tokenizers
-
 from cortex.engine.text.tokenizer import BYTE_TO_UNICODE
 
 BUILD_VERSION = 1
@@ -165,12 +163,6 @@ def qwen_tokenizer_path() -> Path:
             json.dump(tokenizer_json(), f, ensure_ascii=False)
         os.replace(f.name, path)
     return path
-
-
-@lru_cache(maxsize=1)
-def build_qwen_tokenizer() -> tokenizers.Tokenizer:
-    """The Qwen3.5 ``tokenizers.Tokenizer`` (shared and cached: do not change its settings)."""
-    return tokenizers.Tokenizer.from_file(str(qwen_tokenizer_path()))
 
 
 def chat_template() -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cortex.engine.text.markup import held_prefix_len
+
 
 class StopStringMatcher:
     """Finds the first stop string to complete in a stream of text.
@@ -24,8 +26,6 @@ class StopStringMatcher:
         if any(not stop for stop in stops):
             raise ValueError("stop strings must not be empty")
         self._stops = tuple(stops)
-        self._prefixes = {stop[:n] for stop in self._stops for n in range(1, len(stop))}
-        self._max_prefix_len = max((len(stop) - 1 for stop in self._stops), default=0)
         self._held = ""
         self.matched: str | None = None
 
@@ -47,7 +47,7 @@ class StopStringMatcher:
             self._held = ""
             self.matched = best_stop
             return buffer[:best_pos], best_stop
-        keep = self._held_back_len(buffer)
+        keep = held_prefix_len(buffer, self._stops)
         self._held = buffer[len(buffer) - keep :]
         return buffer[: len(buffer) - keep], None
 
@@ -55,9 +55,3 @@ class StopStringMatcher:
         """Return the held-back text at the end of the request (empty after a match)."""
         held, self._held = self._held, ""
         return held
-
-    def _held_back_len(self, buffer: str) -> int:
-        for n in range(min(self._max_prefix_len, len(buffer)), 0, -1):
-            if buffer[-n:] in self._prefixes:
-                return n
-        return 0

@@ -151,11 +151,6 @@ class Tokenizer:
         return cls(backend, chat_template=template, special_tokens=special_tokens, eos_token_ids=eos_ids)
 
     @property
-    def backend(self) -> tokenizers.Tokenizer:
-        """The underlying Hugging Face ``tokenizers.Tokenizer``."""
-        return self._tokenizer
-
-    @property
     def vocab_size(self) -> int:
         """Number of token ids, added tokens included."""
         return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
