@@ -121,11 +121,11 @@ def test_cortex_serve_with_no_config_makes_a_demo_model_and_serves_it(tmp_path, 
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline, "cortex serve did not start"
             time.sleep(0.25)
-        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
-        assert [m.id for m in sdk.models.list()] == ["demo-qwen3.5-random"]
-        reply = sdk.chat.completions.create(
-            model="claude-opus-5-5", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
-        )
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0) as sdk:
+            assert [m.id for m in sdk.models.list()] == ["demo-qwen3.5-random"]
+            reply = sdk.chat.completions.create(
+                model="claude-opus-5-5", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+            )
         assert reply.usage.completion_tokens == 4
         assert (tmp_path / "models" / "demo-qwen3.5-random" / "README.md").is_file()
         assert "cortex_requests_total" in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
@@ -146,3 +146,89 @@ def test_cortex_serve_with_no_config_makes_a_demo_model_and_serves_it(tmp_path, 
             output, _ = process.communicate()
     assert "DEMO model" in output
     assert "nonsense" in output
+
+
+def wait_until_up(process: subprocess.Popen, url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(f"{url}/health")
+            return
+        except httpx.HTTPError:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, f"{url} did not start"
+            time.sleep(0.25)
+
+
+def stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGTERM)
+    try:
+        output, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    assert process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    return output
+
+
+def test_cortex_neuron_and_gateway_as_processes(tmp_path):
+    from cortex.engine.checkpoint import make_model
+
+    make_model(
+        tmp_path / "models" / "tiny-qwen3", arch="qwen3", preset="tiny"
+    )  # no tokenizer: token ids only
+    neuron_port, gateway_port, metrics_port = free_port(), free_port(), free_port()
+    config = tmp_path / "cortex.toml"
+    config.write_text(
+        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmetrics_listen = "127.0.0.1:{metrics_port}"\n'
+        f'[[neurons]]\nname = "box"\nurl = "http://127.0.0.1:{neuron_port}"\n'
+        '[neuron]\nname = "box"\ndevice = "cpu"\ncache_memory_bytes = "32MiB"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    pipes = {"env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    neuron = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cortex.server.neuron",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{neuron_port}",
+            "--models",
+            str(tmp_path / "models"),
+        ],
+        **pipes,
+    )
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "cortex.server.gateway", "--config", str(config)], **pipes
+    )
+    neuron_url, gateway_url = f"http://127.0.0.1:{neuron_port}", f"http://127.0.0.1:{gateway_port}"
+    try:
+        wait_until_up(neuron, neuron_url)
+        wait_until_up(gateway, gateway_url)
+        assert httpx.get(f"{neuron_url}/health").json()["devices"][0]["memory_total_bytes"] > 0
+        (model,) = httpx.get(f"{neuron_url}/discovery").json()["models"]
+        assert (model["id"], model["architecture"]) == ("tiny-qwen3", "qwen3")
+        body = {"model": "tiny-qwen3", "prompt": [1, 2, 3], "max_tokens": 4, "temperature": 0}
+        deadline = time.monotonic() + 30
+        while (
+            reply := httpx.post(f"{gateway_url}/v1/completions", json=body, timeout=60)
+        ).status_code == 404:
+            assert time.monotonic() < deadline, reply.text  # until the gateway's first poll saw the neuron
+            time.sleep(0.25)
+        usage = reply.json()["usage"]
+        assert (usage["prompt_tokens"], usage["completion_tokens"]) == (3, 4)
+        assert (
+            'cortex_model_loads_total{model="tiny-qwen3",neuron="box"} 1.0'
+            in httpx.get(f"{neuron_url}/metrics").text
+        )
+        assert (
+            'cortex_fleet_events_total{type="loads"} 1.0'
+            in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        )
+    finally:
+        gateway_output = stop(gateway)
+        neuron_output = stop(neuron)
+    assert "Application shutdown complete" in neuron_output  # graceful: drained, engines closed
+    assert "Application shutdown complete" in gateway_output

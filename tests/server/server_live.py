@@ -35,12 +35,18 @@ class LiveServer:
             time.sleep(0.01)
         return self
 
-    def stop(self, *, force: bool = False) -> None:
-        """Graceful stop (in-flight requests finish), or ``force`` to drop connections at once."""
+    def stop(self) -> None:
+        """Graceful stop: no new connections; in-flight requests finish (up to ``graceful_s``)."""
         self.server.should_exit = True
-        self.server.force_exit = force
         self.thread.join(timeout=15)
         self.sock.close()
+
+    def kill(self) -> None:
+        """Like a crashed process: every open connection is reset at once, then the server stops."""
+        for connection in list(self.server.server_state.connections):
+            connection.loop.call_soon_threadsafe(connection.transport.abort)
+        self.server.force_exit = True
+        self.stop()
 
 
 @contextmanager

@@ -72,9 +72,12 @@ def system(model_root, tmp_path_factory) -> Iterator[dict]:
         environ={},
     )
     gateway = LiveServer(create_gateway(config)).start()
+    clients: list = []
     try:
-        yield {"gateway": gateway, "neurons": neurons}
+        yield {"gateway": gateway, "neurons": neurons, "clients": clients}
     finally:
+        for client in clients:
+            client.close()
         gateway.stop()
         for server in neurons.values():
             server.stop()
@@ -82,6 +85,7 @@ def system(model_root, tmp_path_factory) -> Iterator[dict]:
 
 def test_openai_sdk_against_real_engines(system):
     sdk = openai.OpenAI(base_url=f"{system['gateway'].url}/v1", api_key="k", max_retries=0)
+    system["clients"].append(sdk)
     assert {"qwen-a", "qwen-b"} <= {m.id for m in sdk.models.list()}
     for model in ("qwen-a", "qwen-b"):
         reply = sdk.chat.completions.create(
@@ -126,6 +130,7 @@ def test_anthropic_sdk_against_real_engines_with_exact_token_counts(system, mode
 
     url = system["gateway"].url
     sdk = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
+    system["clients"].append(sdk)
     request = {
         "model": "claude-opus-5-5",
         "system": "You are terse.",

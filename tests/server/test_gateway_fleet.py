@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anthropic
@@ -39,16 +39,29 @@ class Cluster:
     neurons: dict[str, LiveServer]
     loaders: dict[str, FakeLoader]
     app: object
+    clients: list = field(default_factory=list)
 
     @property
     def fleet(self):
         return self.app.state.fleet
 
-    def openai(self, **kw) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.gateway.url}/v1", api_key="k", max_retries=0, **kw)
+    def openai(self, api_key: str = "k") -> openai.OpenAI:
+        client = openai.OpenAI(base_url=f"{self.gateway.url}/v1", api_key=api_key, max_retries=0)
+        self.clients.append(client)
+        return client
 
-    def anthropic(self, **kw) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.gateway.url, api_key="k", max_retries=0, **kw)
+    def anthropic(self, api_key: str = "k") -> anthropic.Anthropic:
+        client = anthropic.Anthropic(base_url=self.gateway.url, api_key=api_key, max_retries=0)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.gateway.stop()
+        for server in self.neurons.values():
+            if server.thread.is_alive():
+                server.stop()
 
     def engine(self, model: str):
         for loader in self.loaders.values():
@@ -118,10 +131,7 @@ def cluster(tmp_path) -> Iterator[Cluster]:
     try:
         yield c
     finally:
-        c.gateway.stop()
-        for server in c.neurons.values():
-            if server.thread.is_alive():
-                server.stop()
+        c.close()
 
 
 def test_models_are_merged_in_both_shapes(cluster):
@@ -218,16 +228,14 @@ def test_eviction_when_a_neurons_budget_forces_one(tmp_path):
         assert on_n2 == {"only-n2b"}
         assert cluster.loaders["n2"].engines["only-n2"].closed
     finally:
-        cluster.gateway.stop()
-        for server in cluster.neurons.values():
-            server.stop()
+        cluster.close()
 
 
 def test_a_killed_neuron_fails_over_to_the_other(cluster):
     sdk = cluster.openai()
     sdk.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "x"}])
     (first,) = [name for name, loader in cluster.loaders.items() if "alpha" in loader.engines]
-    cluster.neurons[first].stop(force=True)
+    cluster.neurons[first].kill()
     for _ in range(3):
         reply = sdk.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "x"}])
         assert reply.choices[0].message.content == "hello world"
@@ -265,11 +273,9 @@ def test_auth_is_enforced_in_the_callers_dialect(tmp_path):
         assert denied.json()["type"] == "error"
         with pytest.raises(anthropic.AuthenticationError):
             cluster.anthropic().messages.create(max_tokens=5, **body)
-        ok = openai.OpenAI(base_url=f"{url}/v1", api_key="secret").chat.completions.create(**body)
+        ok = cluster.openai(api_key="secret").chat.completions.create(**body)
         assert ok.choices[0].message.content == "hello world"
-        assert (
-            anthropic.Anthropic(base_url=url, api_key="secret").messages.create(max_tokens=5, **body).content
-        )
+        assert cluster.anthropic(api_key="secret").messages.create(max_tokens=5, **body).content
         assert httpx.get(f"{url}/health").status_code == 200
         assert httpx.head(f"{url}/").status_code == 200
         assert "cortex gateway" in httpx.get(f"{url}/").text
@@ -282,9 +288,7 @@ def test_auth_is_enforced_in_the_callers_dialect(tmp_path):
             == 200
         )
     finally:
-        cluster.gateway.stop()
-        for server in cluster.neurons.values():
-            server.stop()
+        cluster.close()
 
 
 @pytest.mark.parametrize(
@@ -412,7 +416,7 @@ def test_a_neuron_dying_mid_stream_ends_the_stream_with_an_error_event(cluster):
             lines.append(line)
             if line == "event: content_block_delta":
                 (serving,) = [name for name, loader in cluster.loaders.items() if "slow" in loader.engines]
-                cluster.neurons[serving].stop(force=True)
+                cluster.neurons[serving].kill()
     assert lines[0] == "event: message_start"
     assert "event: error" in lines
     error = json.loads(lines[lines.index("event: error") + 1].removeprefix("data: "))
@@ -465,6 +469,4 @@ def test_the_upstream_timeout_is_an_idle_timeout_not_a_total_one(tmp_path):
         ) as s:
             assert s.get_final_message().content[0].text == "t" * 30
     finally:
-        cluster.gateway.stop()
-        for server in cluster.neurons.values():
-            server.stop()
+        cluster.close()

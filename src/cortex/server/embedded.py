@@ -91,7 +91,10 @@ async def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> 
         log.info("no models.toml: claude-* names are served by %s", models[0].name)
     gateway = create_gateway(config, fleet=build_fleet(config, default_profiles=default_profiles))
     servers = [
-        (uvicorn.Server(uvicorn.Config(create_neuron(config.neuron), log_level="warning")), [sock]),
+        (
+            uvicorn.Server(uvicorn.Config(create_neuron(config.neuron), log_config=None, log_level=None)),
+            [sock],
+        ),
         (
             uvicorn.Server(
                 uvicorn.Config(
@@ -99,6 +102,9 @@ async def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> 
                     host=config.gateway.listen.host,
                     port=config.gateway.listen.port,
                     log_level="info",
+                    # uvicorn's access log is process-wide; here it would mostly show the fleet's polls
+                    # of the local neuron every few seconds
+                    access_log=False,
                 )
             ),
             None,
@@ -110,7 +116,9 @@ async def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> 
         servers.append(
             (
                 uvicorn.Server(
-                    uvicorn.Config(metrics_app, host=listen.host, port=listen.port, log_level="warning")
+                    uvicorn.Config(
+                        metrics_app, host=listen.host, port=listen.port, log_config=None, log_level=None
+                    )
                 ),
                 None,
             )

@@ -493,7 +493,8 @@ async def run_gateway(config: CortexConfig) -> None:
                     create_metrics_app(app.state.metrics),
                     host=metrics.host,
                     port=metrics.port,
-                    log_level="warning",
+                    log_config=None,  # uvicorn's logging is process-wide: the API server's Config sets it
+                    log_level=None,
                 )
             )
         )

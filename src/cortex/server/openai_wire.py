@@ -18,7 +18,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from cortex.engine.outputs import ChatDelta, TokenLogprob, Usage
 from cortex.engine.sampling_params import SamplingParams
@@ -55,7 +55,7 @@ def _type_name(types: type | tuple[type, ...]) -> str:
     return _TYPE_NAMES.get(key, key)
 
 
-def _reject(name: str, why: str) -> None:
+def _reject(name: str, why: str) -> NoReturn:
     raise InvalidRequestError(f"{name} is not supported: {why}", param=name)
 
 
@@ -103,24 +103,21 @@ def _common(body: dict[str, Any], *, logprobs: int | None) -> dict[str, Any]:
     if stop is not None and not isinstance(stop, str | list):
         raise InvalidRequestError("stop must be a string or an array of strings", param="stop")
     stream_options = _field(body, "stream_options", dict, {})
-    try:
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=_field(body, "temperature", _NUMBER),
-            top_p=_field(body, "top_p", _NUMBER),
-            top_k=_field(body, "top_k", int),
-            min_p=_field(body, "min_p", _NUMBER),
-            seed=_field(body, "seed", int),
-            stop=tuple([stop] if isinstance(stop, str) else stop or ()),
-            stop_token_ids=_field(body, "stop_token_ids", list, []),
-            ignore_eos=_field(body, "ignore_eos", bool, False),
-            presence_penalty=_field(body, "presence_penalty", _NUMBER, 0.0),
-            frequency_penalty=_field(body, "frequency_penalty", _NUMBER, 0.0),
-            repetition_penalty=_field(body, "repetition_penalty", _NUMBER),
-            logprobs=logprobs,
-        )
-    except TypeError as error:  # a comparison on a wrongly typed value inside validation
-        raise InvalidRequestError(f"invalid sampling parameter: {error}") from None
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=_field(body, "temperature", _NUMBER),
+        top_p=_field(body, "top_p", _NUMBER),
+        top_k=_field(body, "top_k", int),
+        min_p=_field(body, "min_p", _NUMBER),
+        seed=_field(body, "seed", int),
+        stop=tuple([stop] if isinstance(stop, str) else stop or ()),
+        stop_token_ids=_field(body, "stop_token_ids", list, []),
+        ignore_eos=_field(body, "ignore_eos", bool, False),
+        presence_penalty=_field(body, "presence_penalty", _NUMBER, 0.0),
+        frequency_penalty=_field(body, "frequency_penalty", _NUMBER, 0.0),
+        repetition_penalty=_field(body, "repetition_penalty", _NUMBER),
+        logprobs=logprobs,
+    )
     return {
         "model": model,
         "params": params,
