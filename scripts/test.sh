@@ -6,7 +6,19 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 scripts/setup-env.sh test
-bin="${CORTEX_VENV:-$repo/.venv}/bin"
+venv="${CORTEX_VENV:-$repo/.venv}"
+bin="$venv/bin"
+
+# Optional: the real Claude Code CLI, for the test that drives `claude -p` against the gateway.
+# Where npm is missing or the install fails, that one test skips.
+claude_version="2.1.332"
+claude_prefix="$venv/claude-code-$claude_version"
+if [ ! -x "$claude_prefix/node_modules/.bin/claude" ] && command -v npm >/dev/null 2>&1; then
+  echo "== installing @anthropic-ai/claude-code@$claude_version (optional)"
+  timeout 300 npm install --silent --no-audit --no-fund --prefix "$claude_prefix" \
+    "@anthropic-ai/claude-code@$claude_version" >/dev/null 2>&1 || echo "   not installed: its test will skip"
+fi
+[ -x "$claude_prefix/node_modules/.bin/claude" ] && export PATH="$claude_prefix/node_modules/.bin:$PATH"
 
 echo "== ruff check"; "$bin/ruff" check .
 echo "== ruff format --check"; "$bin/ruff" format --check .

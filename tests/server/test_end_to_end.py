@@ -26,6 +26,18 @@ from cortex.server.neuron import create_app as create_neuron
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 MAX_MODEL_LEN = 4400  # the Claude Code request renders to ~4.2k tokens; the rest is what may be generated
+CLAUDE_ARGS = [
+    "claude",
+    "-p",
+    "say hi",
+    "--model",
+    "claude-opus-5-5",
+    "--max-turns",
+    "1",
+    "--output-format",
+    "json",
+]
+CLAUDE_CODE_MAX_MODEL_LEN = 32768  # the real CLI's prompt is ~20k tokens
 EVENT = TypeAdapter(RawMessageStreamEvent)
 TOOL = {
     "type": "function",
@@ -196,22 +208,61 @@ def test_claude_code_request_replays_against_the_gateway(system):
     assert 0 < snapshot.usage.output_tokens <= MAX_MODEL_LEN - counted["input_tokens"]
 
 
+@pytest.fixture
+def claude_gateway(model_root, tmp_path) -> Iterator[str]:
+    """One neuron with room for Claude Code's real prompt (~20k tokens), behind a gateway."""
+    neuron = LiveServer(
+        create_neuron(
+            NeuronConfig(
+                name="n1",
+                model_dirs=(model_root,),
+                device="cpu",
+                dtype="float32",
+                max_model_len=CLAUDE_CODE_MAX_MODEL_LEN,
+                cache_memory_bytes=512 * 2**20,
+                memory_budget_bytes=2 * 10**9,
+            )
+        )
+    ).start()
+    models_toml = tmp_path / "models.toml"
+    models_toml.write_text('[[models]]\nid = "qwen-a"\naliases = ["claude-*"]\n')
+    config = config_from_dict(
+        {"gateway": {"models_file": str(models_toml)}, "neurons": [{"name": "n1", "url": neuron.url}]},
+        environ={},
+    )
+    gateway = LiveServer(create_gateway(config)).start()
+    try:
+        yield gateway.url
+    finally:
+        gateway.stop()
+        neuron.stop()
+
+
 @pytest.mark.skipif(
     shutil.which("claude") is None, reason="the claude CLI (@anthropic-ai/claude-code) is absent"
 )
-def test_real_claude_code_cli_talks_to_the_gateway(system):
+def test_real_claude_code_cli_talks_to_the_gateway(claude_gateway, tmp_path):
     env = {
         **os.environ,
-        "ANTHROPIC_BASE_URL": system["gateway"].url,
+        "ANTHROPIC_BASE_URL": claude_gateway,
         "ANTHROPIC_API_KEY": "local",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "32",
+        "HOME": str(tmp_path),  # the CLI writes its settings there, not into the real home
     }
     done = subprocess.run(
-        ["claude", "-p", "say hi", "--model", "claude-opus-5-5", "--max-turns", "1"],
+        CLAUDE_ARGS,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # A random-weight model never ends its turn by itself, so the CLI stops at its own output cap
+    # ("max_output_tokens"); what matters is that no request failed at the HTTP or stream level and
+    # that the CLI assembled real usage from the streams.
+    assert result["api_error_status"] is None, result
+    assert result.get("api_error") in (None, "max_output_tokens"), result
+    assert result["usage"]["input_tokens"] > 4000
+    assert result["usage"]["output_tokens"] > 0
