@@ -57,22 +57,27 @@ def model_root(tmp_path_factory) -> Path:
     return root
 
 
+def _neuron(model_root: Path, name: str, *, max_model_len: int, cache_memory_bytes: int) -> LiveServer:
+    config = NeuronConfig(
+        name=name,
+        model_dirs=(model_root,),
+        device="cpu",
+        dtype="float32",
+        max_model_len=max_model_len,
+        cache_memory_bytes=cache_memory_bytes,
+        memory_budget_bytes=2 * 10**9,
+        max_running=4,
+        keepalive_s=0.5,
+    )
+    return LiveServer(create_neuron(config)).start()
+
+
 @pytest.fixture(scope="module")
 def system(model_root, tmp_path_factory) -> Iterator[dict]:
-    neurons = {}
-    for name in ("n1", "n2"):
-        config = NeuronConfig(
-            name=name,
-            model_dirs=(model_root,),
-            device="cpu",
-            dtype="float32",
-            max_model_len=MAX_MODEL_LEN,
-            cache_memory_bytes=64 * 2**20,
-            memory_budget_bytes=2 * 10**9,
-            max_running=4,
-            keepalive_s=0.5,
-        )
-        neurons[name] = LiveServer(create_neuron(config)).start()
+    neurons = {
+        name: _neuron(model_root, name, max_model_len=MAX_MODEL_LEN, cache_memory_bytes=64 * 2**20)
+        for name in ("n1", "n2")
+    }
     models_toml = tmp_path_factory.mktemp("config") / "models.toml"
     models_toml.write_text('[[models]]\nid = "qwen-a"\naliases = ["claude-*"]\n')
     config = config_from_dict(
@@ -211,19 +216,9 @@ def test_claude_code_request_replays_against_the_gateway(system):
 @pytest.fixture
 def claude_gateway(model_root, tmp_path) -> Iterator[str]:
     """One neuron with room for Claude Code's real prompt (~20k tokens), behind a gateway."""
-    neuron = LiveServer(
-        create_neuron(
-            NeuronConfig(
-                name="n1",
-                model_dirs=(model_root,),
-                device="cpu",
-                dtype="float32",
-                max_model_len=CLAUDE_CODE_MAX_MODEL_LEN,
-                cache_memory_bytes=512 * 2**20,
-                memory_budget_bytes=2 * 10**9,
-            )
-        )
-    ).start()
+    neuron = _neuron(
+        model_root, "n1", max_model_len=CLAUDE_CODE_MAX_MODEL_LEN, cache_memory_bytes=512 * 2**20
+    )
     models_toml = tmp_path / "models.toml"
     models_toml.write_text('[[models]]\nid = "qwen-a"\naliases = ["claude-*"]\n')
     config = config_from_dict(
