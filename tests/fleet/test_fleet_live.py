@@ -244,9 +244,11 @@ async def test_killed_neuron_loses_no_request_and_recovers(serve: Serve) -> None
         await asyncio.to_thread(a.kill)
         served = await asyncio.gather(*requests)
         assert served == ["b"] * 20  # every request that was on a was retried on b
-        status = fleet.status()
-        assert status["counters"]["failovers"] >= 10
-        assert not next(n for n in status["neurons"] if n["name"] == "a")["healthy"]
+        assert fleet.status()["counters"]["failovers"] >= 10
+        deadline = time.monotonic() + 5
+        while fleet.status()["neurons"][0]["healthy"]:  # failed requests and polls take it out
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         assert await chat(fleet, "m") == "b"
 
         await asyncio.to_thread(a.start)  # same port, same loaded model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -43,8 +44,15 @@ class LiveServer:
 
     def kill(self) -> None:
         """Like a crashed process: every open connection is reset at once, then the server stops."""
-        for connection in list(self.server.server_state.connections):
-            connection.loop.call_soon_threadsafe(connection.transport.abort)
+        connections = list(self.server.server_state.connections)
+        if connections:  # dropped on the server's own loop, so their sockets are closed, not leaked
+
+            async def abort_all() -> None:
+                for connection in connections:
+                    connection.transport.abort()
+                await asyncio.sleep(0.01)
+
+            asyncio.run_coroutine_threadsafe(abort_all(), connections[0].loop).result(timeout=5)
         self.server.force_exit = True
         self.stop()
 

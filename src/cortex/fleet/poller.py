@@ -50,6 +50,8 @@ class NeuronState:
     local_at_poll: LocalLoad = (0, {})
     # Memory the fleet has reserved for loads it is performing here, by neuron-visible model id.
     reserved_bytes: dict[str, int] = field(default_factory=dict)
+    # When a request last found the neuron gone (monotonic s): only a poll sent after it restores health.
+    down_at_s: float = float("-inf")
 
     @property
     def name(self) -> str:
@@ -76,9 +78,10 @@ class NeuronState:
         return cause
 
     def mark_down(self, error: str) -> None:
-        """A request could not connect: out of routing until a poll succeeds again."""
+        """A request could not connect: out of routing until a poll sent after this succeeds."""
         self.healthy = False
         self.last_error = error
+        self.down_at_s = time.monotonic()
 
     def apply(
         self,
@@ -86,9 +89,14 @@ class NeuronState:
         models: Mapping[str, Any],
         discovery: Mapping[str, Any],
         *,
+        sent_s: float,
         now_s: float,
     ) -> None:
-        """Replace the polled facts; raises ``KeyError``/``TypeError``/``ValueError`` on a bad body."""
+        """Replace the polled facts; raises ``KeyError``/``TypeError``/``ValueError`` on a bad body.
+
+        A poll sent before the neuron was last marked down (its answer raced the failure) does not
+        make it healthy again.
+        """
         entries: dict[str, dict[str, Any]] = {}
         for entry in list(models.get("models", [])) + list(health["models"]):
             merged = {**entries.get(str(entry["id"]), {}), **dict(entry)}
@@ -104,9 +112,11 @@ class NeuronState:
         self.memory_used_bytes = int(health["memory_used_bytes"])
         self.prefill_tokens_per_s = float(health.get("prefill_tokens_per_s", 0.0))
         self.decode_tokens_per_s = float(health.get("decode_tokens_per_s", 0.0))
-        self.healthy = health.get("status") == "ok"
+        status_ok = health.get("status") == "ok"
+        if sent_s > self.down_at_s:
+            self.healthy = status_ok
+            self.last_error = None if status_ok else f"status {health.get('status')!r}"
         self.consecutive_failures = 0
-        self.last_error = None if self.healthy else f"status {health.get('status')!r}"
         self.last_ok_s = now_s
 
 
@@ -134,6 +144,7 @@ class Poller:
     async def poll(self, state: NeuronState) -> None:
         client = self._clients[state.name]
         local = self._local_load(state.name)
+        sent_s = time.monotonic()
         try:
             async with asyncio.timeout(self._timeout_s):
                 health, models, discovery = await asyncio.gather(
@@ -141,7 +152,7 @@ class Poller:
                     client.models(timeout_s=self._timeout_s),
                     client.discovery(timeout_s=self._timeout_s),
                 )
-            state.apply(health, models, discovery, now_s=time.monotonic())
+            state.apply(health, models, discovery, sent_s=sent_s, now_s=time.monotonic())
         except _POLL_ERRORS as exc:
             state.record_failure(
                 f"poll failed: {type(exc).__name__}: {exc}", unhealthy_after=self._unhealthy_after
