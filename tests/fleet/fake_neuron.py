@@ -20,6 +20,8 @@ from typing import Any
 
 import uvicorn
 
+from loopback import drop_connections
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -275,15 +277,7 @@ class NeuronServer:
         """Stop at once: the port closes and open connections are dropped."""
         assert self._server is not None
         assert self._thread is not None
-        connections = list(self._server.server_state.connections)
-        if connections:  # dropped on the server's own loop, so their sockets are closed, not leaked
-
-            async def abort_all() -> None:
-                for connection in connections:
-                    connection.transport.abort()
-                await asyncio.sleep(0.01)
-
-            asyncio.run_coroutine_threadsafe(abort_all(), connections[0].loop).result(timeout=5)
+        drop_connections(self._server)
         self._server.should_exit = True
         self._server.force_exit = True
         self._thread.join(10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -11,6 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+
+from loopback import drop_connections
 
 
 class LiveServer:
@@ -44,15 +45,7 @@ class LiveServer:
 
     def kill(self) -> None:
         """Like a crashed process: every open connection is reset at once, then the server stops."""
-        connections = list(self.server.server_state.connections)
-        if connections:  # dropped on the server's own loop, so their sockets are closed, not leaked
-
-            async def abort_all() -> None:
-                for connection in connections:
-                    connection.transport.abort()
-                await asyncio.sleep(0.01)
-
-            asyncio.run_coroutine_threadsafe(abort_all(), connections[0].loop).result(timeout=5)
+        drop_connections(self.server)
         self.server.force_exit = True
         self.stop()
 
