@@ -17,6 +17,7 @@ from cortex.errors import InvalidRequestError
         ("top_p", 1.5, r"top_p must be in \(0, 1\]"),
         ("top_p", 0.0, r"top_p must be in \(0, 1\]"),
         ("top_k", -2, "top_k must be -1, 0"),
+        ("top_k", 2**63, "top_k must be -1, 0"),
         ("min_p", 1.1, r"min_p must be in \[0, 1\]"),
         ("seed", -5, "seed must be a non-negative"),
         ("presence_penalty", 3.0, "presence_penalty must be between -2 and 2"),
@@ -25,7 +26,8 @@ from cortex.errors import InvalidRequestError
         ("logprobs", 21, "logprobs must be between 0 and 20"),
         ("stop", [""], "stop strings must not be empty"),
         ("stop", [1], "stop must be a str"),
-        ("stop_token_ids", [-1], "stop_token_ids must be non-negative"),
+        ("stop_token_ids", [-1], "stop_token_ids must be between 0 and"),
+        ("stop_token_ids", [2**64], "stop_token_ids must be between 0 and"),
     ],
 )
 def test_nonsense_is_rejected_with_the_field_named(field, value, message):

@@ -294,6 +294,7 @@ async def test_anthropic_sdk_messages_and_count_tokens(neuron, client):
             "response_format",
         ),
         ({"model": "alpha", "messages": [{"role": "user", "content": "x" * 5000}]}, 400, "messages"),
+        ({"model": "alpha", "messages": [{"role": "user", "content": "x"}], "top_k": 2**63}, 400, "top_k"),
         ({"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, None),
         ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),
     ],

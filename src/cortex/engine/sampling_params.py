@@ -24,6 +24,8 @@ FALLBACK_DEFAULTS: Mapping[str, float | int] = {
 }
 
 MAX_LOGPROBS = 20
+# top_k and stop_token_ids reach int64 tensors; values at or above the vocabulary size keep every token
+MAX_TOKEN_INDEX = 2**31 - 1
 
 
 def _as_tuple(value: Any, name: str, item_type: type) -> tuple[Any, ...]:
@@ -78,8 +80,8 @@ class SamplingParams:
             raise bad("temperature", "must be between 0 and 100")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise bad("top_p", "must be in (0, 1]")
-        if self.top_k is not None and self.top_k < -1:
-            raise bad("top_k", "must be -1, 0 (disabled) or positive")
+        if self.top_k is not None and not -1 <= self.top_k <= MAX_TOKEN_INDEX:
+            raise bad("top_k", f"must be -1, 0 (disabled) or a positive integer up to {MAX_TOKEN_INDEX}")
         if self.min_p is not None and not 0.0 <= self.min_p <= 1.0:
             raise bad("min_p", "must be in [0, 1]")
         if self.seed is not None and not 0 <= self.seed < 2**63:
@@ -94,8 +96,10 @@ class SamplingParams:
             raise bad("logprobs", f"must be between 0 and {MAX_LOGPROBS}")
         if any(not s for s in self.stop):
             raise InvalidRequestError("stop strings must not be empty", param="stop")
-        if any(t < 0 for t in self.stop_token_ids):
-            raise InvalidRequestError("stop_token_ids must be non-negative", param="stop_token_ids")
+        if any(not 0 <= t <= MAX_TOKEN_INDEX for t in self.stop_token_ids):
+            raise InvalidRequestError(
+                f"stop_token_ids must be between 0 and {MAX_TOKEN_INDEX}", param="stop_token_ids"
+            )
 
     @property
     def greedy(self) -> bool:
