@@ -1,19 +1,25 @@
-"""Suite-wide pytest hooks: ``@pytest.mark.gpu`` tests skip cleanly where CUDA is absent."""
+"""Suite-wide pytest hooks: ``@pytest.mark.gpu`` tests skip cleanly where CUDA is absent, and without
+CUDA the Triton kernels run under Triton's interpreter.
+
+``TRITON_INTERPRET=1`` must be in the environment before triton decorates a kernel, i.e. before
+cortex is imported, so it is set here, at the top of the first conftest pytest loads. On a CUDA
+machine it is left alone and the kernel tests run compiled kernels on the GPU.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
-
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
-    if not gpu_items or _cuda_available():
+    if not gpu_items or torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in gpu_items:

@@ -30,6 +30,7 @@ from cortex.engine.cache.slot_allocator import SlotAllocator
 from cortex.engine.config import ModelConfig
 from cortex.engine.engine_config import EngineConfig
 from cortex.engine.errors import EngineError
+from cortex.engine.kernels.selection import resolve_kernels
 from cortex.engine.output_processor import OutputCollector, RequestStream, Sink, token_logprobs
 from cortex.engine.outputs import ChatDelta, ChatReply, RequestOutput, StreamDelta
 from cortex.engine.request import Request
@@ -80,6 +81,7 @@ class Engine:
         self.model_config = model_config
         self.tokenizer = tokenizer
         self.device = torch.device(config.device)
+        self.kernels = resolve_kernels(config.kernels, self.device)
         dtype = _torch_dtype(config.dtype)
         specs = model_config.layer_cache_specs()
         self.cache_plan: CachePlan = plan_cache(
@@ -130,11 +132,17 @@ class Engine:
         max_num_batched_tokens: int = 4096,
         prefill_chunk_size: int | None = None,
         block_size: int = 16,
+        kernels: str | None = None,
     ) -> Engine:
-        """Load a Hugging Face model folder (config.json, safetensors, optional tokenizer.json)."""
+        """Load a Hugging Face model folder (config.json, safetensors, optional tokenizer.json).
+
+        ``kernels``: "auto" | "triton" | "ref" (None: ``CORTEX_KERNELS``, else "auto"); see EngineConfig.
+        """
         from cortex.engine.models import load_model
 
         dtype_name = str(dtype).removeprefix("torch.")
+        # resolved once here, so the model and the engine agree even if the environment changes
+        backend = resolve_kernels(kernels, device)
         config = EngineConfig(
             max_num_seqs=max_num_seqs,
             max_model_len=max_model_len,
@@ -144,8 +152,9 @@ class Engine:
             cache_memory_bytes=cache_memory_bytes,
             device=device,
             dtype=dtype_name,
+            kernels=backend,
         )
-        model, model_config = load_model(path, dtype=dtype_name, device=device)
+        model, model_config = load_model(path, dtype=dtype_name, device=device, kernels=backend)
         return cls(model, model_config, config, tokenizer=Tokenizer.from_folder(path))
 
     # ---- requests -------------------------------------------------------------------------------

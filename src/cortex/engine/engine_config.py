@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cortex.engine.kernels.selection import check_kernels_option
 from cortex.errors import InvalidRequestError
 
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
@@ -28,6 +29,9 @@ class EngineConfig:
     cache_memory_bytes: bytes for the KV pages and state slots together; ``None`` means 1 GiB on CPU and
         80% of the free memory on CUDA, in both cases at most what ``max_num_seqs`` full-length requests need.
     device: "cpu", "cuda" or "cuda:N". dtype: the model's dtype name (state slots' ssm part is float32).
+    kernels: the ops' implementation, "auto" (Triton kernels on CUDA, PyTorch references on CPU), "triton"
+        or "ref"; ``None`` means the ``CORTEX_KERNELS`` environment variable, else "auto"
+        (``cortex.engine.kernels.selection``).
     """
 
     max_num_seqs: int = 32
@@ -38,6 +42,7 @@ class EngineConfig:
     cache_memory_bytes: int | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    kernels: str | None = None
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -64,6 +69,8 @@ class EngineConfig:
             raise InvalidRequestError(
                 f"dtype must be one of {', '.join(SUPPORTED_DTYPES)}, got {self.dtype!r}", param="dtype"
             )
+        if self.kernels is not None:
+            check_kernels_option(self.kernels)
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             raise InvalidRequestError(
                 f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}", param="device"

@@ -5,7 +5,8 @@ CortexError
     ├── ModelLoadError              a model folder cannot be turned into a model
     │   ├── UnsupportedModelError   config.json names an architecture cortex does not implement
     │   └── WeightsError            a tensor is missing, unexpected or wrongly shaped
-    └── CacheExhaustedError         no KV block or state slot is left for a request
+    ├── CacheExhaustedError         no KV block or state slot is left for a request
+    └── KernelUnavailableError      kernels='triton' was asked for where Triton cannot run
 """
 
 from __future__ import annotations
@@ -31,3 +32,7 @@ class WeightsError(ModelLoadError):
 
 class CacheExhaustedError(EngineError):
     """The KV cache or the recurrent-state pool has no room left."""
+
+
+class KernelUnavailableError(EngineError):
+    """The Triton kernels were asked for but cannot run here (no triton, or a CPU without its interpreter)."""

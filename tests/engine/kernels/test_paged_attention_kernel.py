@@ -25,7 +25,7 @@ def test_store_kv_cache_writes_slots_and_skips_negative() -> None:
     k_cache = torch.zeros(3, BLOCK, KV_HEADS, DIM)
     v_cache = torch.zeros(3, BLOCK, KV_HEADS, DIM)
     k, v = torch.randn(3, KV_HEADS, DIM), torch.randn(3, KV_HEADS, DIM)
-    store_kv_cache(k, v, k_cache, v_cache, torch.tensor([9, -1, 2]))
+    store_kv_cache(k, v, k_cache, v_cache, torch.tensor([9, -1, 2]), kernels="ref")
     assert torch.equal(k_cache[2, 1], k[0])
     assert torch.equal(v_cache[0, 2], v[2])
     assert int((k_cache != 0).any(-1).any(-1).sum()) == 2
@@ -52,6 +52,7 @@ def test_ragged_prefill_over_cached_prefix_and_decode_match_dense() -> None:
         k_cache,
         v_cache,
         torch.tensor(slots(0, range(7)) + slots(1, range(4))),
+        kernels="ref",
     )
     o1 = paged_attention_prefill(
         torch.cat([q[0][:7], q[1][:4]]),
@@ -69,6 +70,7 @@ def test_ragged_prefill_over_cached_prefix_and_decode_match_dense() -> None:
         k_cache,
         v_cache,
         torch.tensor(slots(0, range(7, 11)) + slots(1, range(4, 6))),
+        kernels="ref",
     )
     o2 = paged_attention_prefill(
         torch.cat([q[0][7:], q[1][4:]]),

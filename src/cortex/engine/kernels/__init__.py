@@ -1,7 +1,10 @@
-"""Custom ops, one file per op: the public function the layers call and a plain-PyTorch ``*_ref``.
+"""Custom ops, one file per op: the public function the layers call, its Triton kernel and a
+plain-PyTorch ``*_ref``.
 
-Every public function is a dispatch point: today it is the PyTorch reference itself (an alias at the
-end of its module), on every device; the GPU kernels (a later issue) plug in there, behind the same
-signature, and are tested against the references. Shapes follow vLLM's flattened-ragged convention:
-``[num_tokens, ...]`` plus ``cu_seqlens`` (prefix sums of per-sequence token counts).
+Each public function is its op's dispatch point: it takes ``kernels`` (a :data:`KernelBackend`,
+resolved once per engine in ``selection.py``) and runs the Triton kernel or the reference behind one
+signature. Ops whose public function has no ``kernels`` parameter yet run their reference everywhere.
+Shapes follow vLLM's flattened-ragged convention: ``[num_tokens, ...]`` plus ``cu_seqlens`` (prefix
+sums of per-sequence token counts). ``compile_specs.py`` compiles every kernel for sm_90 in CI;
+``launch.py`` describes a launch as data so the op and that harness share it.
 """

@@ -16,6 +16,7 @@ from cortex.engine.cache.layer_cache import AttentionCache
 from cortex.engine.kernels.kv_cache import store_kv_cache
 from cortex.engine.kernels.paged_attention import paged_attention_decode, paged_attention_prefill
 from cortex.engine.kernels.rotary import apply_rotary
+from cortex.engine.kernels.selection import KernelBackend
 from cortex.engine.layers.norm import RMSNorm
 
 
@@ -31,8 +32,10 @@ class Attention(nn.Module):
         zero_centred_norm: bool,
         output_gate: bool,
         bias: bool,
+        kernels: KernelBackend,
     ) -> None:
         super().__init__()
+        self.kernels = kernels
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
@@ -64,7 +67,7 @@ class Attention(nn.Module):
         cos, sin = cos_sin
         q = apply_rotary(self.q_norm(q), cos, sin)
         k = apply_rotary(self.k_norm(k), cos, sin)
-        store_kv_cache(k, v, cache.k, cache.v, batch.slot_mapping)
+        store_kv_cache(k, v, cache.k, cache.v, batch.slot_mapping, kernels=self.kernels)
         seq_lens = [c + n for c, n in zip(batch.num_cached_tokens_host, batch.query_lens_host, strict=True)]
         if all(n == 1 for n in batch.query_lens_host):
             o = paged_attention_decode(

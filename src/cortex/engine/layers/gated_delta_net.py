@@ -16,6 +16,7 @@ from cortex.engine.batch import ForwardBatch
 from cortex.engine.cache.layer_cache import LinearStateCache
 from cortex.engine.kernels.causal_conv1d import causal_conv1d_decode, causal_conv1d_prefill
 from cortex.engine.kernels.gated_delta import gated_delta_rule_decode, gated_delta_rule_prefill
+from cortex.engine.kernels.selection import KernelBackend
 from cortex.engine.layers.norm import GatedRMSNorm
 
 
@@ -30,8 +31,10 @@ class GatedDeltaNet(nn.Module):
         head_v_dim: int,
         conv_kernel: int,
         rms_norm_eps: float,
+        kernels: KernelBackend,
     ) -> None:
         super().__init__()
+        self.kernels = kernels  # the ops' backend (kernels/selection.py)
         self.num_k_heads = num_k_heads
         self.num_v_heads = num_v_heads
         self.head_k_dim = head_k_dim

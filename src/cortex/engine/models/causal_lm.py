@@ -36,6 +36,7 @@ from torch import nn
 from cortex.engine.batch import ForwardBatch
 from cortex.engine.cache.layer_cache import AttentionCache, LayerCache, LinearStateCache
 from cortex.engine.config import ModelConfig
+from cortex.engine.kernels.selection import KernelBackend
 from cortex.engine.layers.attention import Attention
 from cortex.engine.layers.gated_delta_net import GatedDeltaNet
 from cortex.engine.layers.mlp import SwiGLUMLP
@@ -60,7 +61,7 @@ def make_ffn(config: ModelConfig, layer_idx: int) -> nn.Module:
 class DecoderLayer(nn.Module):
     """One layer, ``x -> x``: a pre-norm token mixer (Gated DeltaNet or attention) and a pre-norm FFN."""
 
-    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+    def __init__(self, config: ModelConfig, layer_idx: int, *, kernels: KernelBackend) -> None:
         super().__init__()
         zero_centred = config.norm_zero_centred
         self.layer_type = config.layer_types[layer_idx]
@@ -73,6 +74,7 @@ class DecoderLayer(nn.Module):
                 head_v_dim=config.linear_value_head_dim,
                 conv_kernel=config.linear_conv_kernel_dim,
                 rms_norm_eps=config.rms_norm_eps,
+                kernels=kernels,
             )
         else:
             self.self_attn = Attention(
@@ -84,6 +86,7 @@ class DecoderLayer(nn.Module):
                 zero_centred_norm=zero_centred,
                 output_gate=config.attn_output_gate,
                 bias=config.attention_bias,
+                kernels=kernels,
             )
         self.mlp = make_ffn(config, layer_idx)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, zero_centred=zero_centred)
@@ -112,18 +115,21 @@ class DecoderLayer(nn.Module):
 
 
 class TextModel(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, kernels: KernelBackend) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, i, kernels=kernels) for i in range(config.num_hidden_layers)
+        )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, zero_centred=config.norm_zero_centred)
 
 
 class CausalLM(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, kernels: KernelBackend) -> None:
         super().__init__()
         self.config = config
-        self.model = TextModel(config)
+        self.kernels = kernels  # which implementation of the ops every layer runs (kernels/selection.py)
+        self.model = TextModel(config, kernels=kernels)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

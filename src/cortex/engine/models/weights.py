@@ -28,6 +28,7 @@ from safetensors import safe_open
 
 from cortex.engine.config import ModelConfig
 from cortex.engine.errors import ModelLoadError, WeightsError
+from cortex.engine.kernels.selection import resolve_kernels
 from cortex.engine.models.causal_lm import CausalLM
 from cortex.engine.models.qwen3_next import split_ba, split_qkvz
 
@@ -39,14 +40,23 @@ _Piece = tuple[str, tuple[int | slice, ...] | None, torch.Tensor]
 
 
 def load_model(
-    folder: str | Path, *, dtype: str | torch.dtype = "bfloat16", device: str | torch.device = "cpu"
+    folder: str | Path,
+    *,
+    dtype: str | torch.dtype = "bfloat16",
+    device: str | torch.device = "cpu",
+    kernels: str | None = None,
 ) -> tuple[CausalLM, ModelConfig]:
-    """Build the model ``folder`` describes and load its weights; the model is in eval mode, no grads."""
+    """Build the model ``folder`` describes and load its weights; the model is in eval mode, no grads.
+
+    ``kernels`` (``auto`` | ``triton`` | ``ref``; None: ``CORTEX_KERNELS``, else ``auto``) picks the ops'
+    implementation for ``device`` (see ``kernels/selection.py``).
+    """
     folder = Path(folder)
     config = ModelConfig.from_hf(folder)
     torch_dtype = _torch_dtype(dtype)
+    backend = resolve_kernels(kernels, device)
     with torch.device("meta"):
-        model = CausalLM(config)
+        model = CausalLM(config, kernels=backend)
     model = model.to(dtype=torch_dtype).to_empty(device=device)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
