@@ -26,7 +26,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONPATH": SRC, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "cortex.cli", *args],
+        [sys.executable, "-m", "cortex", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -68,6 +68,18 @@ def test_importing_the_cli_and_the_gateway_does_not_import_torch():
     assert done.stdout.split()[0] == "False"
 
 
+def test_the_apps_do_not_import_the_cli():
+    code = "import sys, cortex.server.gateway, cortex.server.neuron; print('cortex.cli' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    assert done.stdout.split() == ["False"]
+
+
 def test_make_model_writes_a_loadable_checkpoint(tmp_path, capsys):
     from cortex.engine.config import ModelConfig
 
@@ -97,7 +109,7 @@ def test_cortex_serve_with_no_config_makes_a_demo_model_and_serves_it(tmp_path, 
         [
             sys.executable,
             "-m",
-            "cortex.cli",
+            "cortex",
             "serve",
             "--listen",
             f"127.0.0.1:{port}",

@@ -1,6 +1,8 @@
 """The ``cortex`` command line: ``cortex serve | neuron | status | make-model | version``.
 
-Importing this module is cheap: each subcommand imports what it needs when it runs.
+Argument parsing only: each subcommand builds its config and calls :mod:`cortex.server.serve` (or the
+library), importing what it needs when it runs, so importing this module is cheap. ``python -m cortex``
+and ``python -m cortex.server.gateway`` / ``.neuron`` run this same command line.
 
 - ``cortex serve`` runs the gateway over the neurons in cortex.toml; with no neurons configured it
   runs the embedded default (a gateway plus a local neuron, and a demo model when there is none).
@@ -17,8 +19,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cortex._version import __version__
+
+if TYPE_CHECKING:
+    from cortex.server.config import NeuronConfig
 
 ARCHES = ("qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen3")
 PRESETS = ("tiny", "small", "0.8b")
@@ -79,13 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from cortex.server.config import load_config
     from cortex.server.errors import ConfigError
+    from cortex.server.serve import configure_logging, serve_embedded, serve_gateway
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    configure_logging()
     try:
         config = load_config(args.config)
         gateway = {k: v for k, v in (("listen", args.listen), ("metrics_listen", args.metrics_listen)) if v}
@@ -100,12 +105,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         if config.neurons:
-            from cortex.server.gateway import run_gateway
-
-            asyncio.run(run_gateway(config))
+            asyncio.run(serve_gateway(config))
         else:
-            from cortex.server.embedded import serve_embedded
-
             asyncio.run(serve_embedded(config, demo_preset=args.demo_preset))
     except ConfigError as error:
         print(f"cortex serve: {error}", file=sys.stderr)
@@ -115,17 +116,41 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def neuron_config_from_args(args: argparse.Namespace) -> NeuronConfig:
+    """The [neuron] section of the config file with the command-line flags applied."""
+    from pydantic import ValidationError
+
+    from cortex.server.config import NeuronConfig, load_config
+    from cortex.server.errors import ConfigError
+
+    base = load_config(args.config).neuron
+    updates: dict[str, Any] = {}
+    if args.listen:
+        updates["listen"] = args.listen
+    if args.models:
+        updates["model_dirs"] = args.models
+    if args.device:
+        updates["device"] = args.device
+    if args.name:
+        updates["name"] = args.name
+    try:
+        return NeuronConfig.model_validate({**base.model_dump(), **updates})
+    except ValidationError as error:
+        raise ConfigError(str(error).splitlines()[-1].strip(), key="command line") from None
+
+
 def _neuron(args: argparse.Namespace) -> int:
     from cortex.server.errors import ConfigError
-    from cortex.server.neuron import config_from_args, run_neuron
+    from cortex.server.serve import configure_logging, serve_neuron
 
     try:
-        config = config_from_args(args)
+        config = neuron_config_from_args(args)
     except ConfigError as error:
         print(f"cortex neuron: {error}", file=sys.stderr)
         return 2
+    configure_logging()
     with contextlib.suppress(KeyboardInterrupt):
-        run_neuron(config)
+        serve_neuron(config)
     return 0
 
 

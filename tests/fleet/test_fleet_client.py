@@ -45,5 +45,5 @@ async def test_fleet_over_asgi_transport() -> None:
         await fleet.unload("m", "b")
         assert fakes["b"].calls("unload") == ["m"]
         assert fleet.catalogue()[0].loaded_on == ("a",)
-        decisions = fleet.status()["decisions"]
+        decisions = fleet.status().decisions
         assert [d["action"] for d in decisions] == ["serve", "load", "unload"]

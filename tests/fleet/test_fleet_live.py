@@ -129,7 +129,7 @@ async def test_cold_load_on_demand_prefers_preferred_neuron(serve: Serve) -> Non
         assert (explained["action"], explained["neuron"]) == ("load", "b")
         assert await chat(fleet, "m") == "b"
         assert (a.neuron.calls("load"), b.neuron.calls("load")) == ([], ["m"])
-        assert fleet.status()["counters"]["loads"] == 1
+        assert fleet.status().counters["loads"] == 1
         assert fleet.explain("m")["action"] == "serve"
 
 
@@ -141,7 +141,7 @@ async def test_single_flight_under_50_concurrent_requests(serve: Serve) -> None:
         assert a.neuron.calls("load") + b.neuron.calls("load") == ["m"]
         assert len(served) == 50
         assert len(set(served)) == 1
-        assert fleet.status()["counters"]["load_calls"] == 1
+        assert fleet.status().counters["load_calls"] == 1
 
 
 async def test_stream_sends_keepalives_during_cold_load(serve: Serve) -> None:
@@ -171,7 +171,7 @@ async def test_eviction_order_follows_strategy(serve: Serve, strategy: str, vict
         assert fleet.explain("m3")["evict"] == [victim]
         await chat(fleet, "m3")
         assert a.neuron.calls("unload") == [victim]
-        assert fleet.status()["counters"]["evictions"] == 1
+        assert fleet.status().counters["evictions"] == 1
 
 
 async def test_priority_strategy_never_evicts_a_higher_priority_model(serve: Serve) -> None:
@@ -226,7 +226,7 @@ async def test_idle_ttl_is_measured_from_the_end_of_the_last_request(serve: Serv
     async with make_fleet([a], [ModelProfile("m", idle_ttl_s=0.3)]) as fleet:
         await chat(fleet, "m")
         ended = time.monotonic()
-        while not fleet.status()["counters"].get("ttl_unloads"):
+        while not fleet.status().counters.get("ttl_unloads"):
             assert time.monotonic() - ended < 5
             await asyncio.sleep(0.02)
         # Measured from the start, the TTL would have expired mid-request and unloaded at its end.
@@ -244,9 +244,9 @@ async def test_killed_neuron_loses_no_request_and_recovers(serve: Serve) -> None
         await asyncio.to_thread(a.kill)
         served = await asyncio.gather(*requests)
         assert served == ["b"] * 20  # every request that was on a was retried on b
-        assert fleet.status()["counters"]["failovers"] >= 10
+        assert fleet.status().counters["failovers"] >= 10
         deadline = time.monotonic() + 5
-        while fleet.status()["neurons"][0]["healthy"]:  # failed requests and polls take it out
+        while fleet.status().neurons[0].healthy:  # failed requests and polls take it out
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         assert await chat(fleet, "m") == "b"
@@ -254,7 +254,7 @@ async def test_killed_neuron_loses_no_request_and_recovers(serve: Serve) -> None
         await asyncio.to_thread(a.start)  # same port, same loaded model
         b.neuron.extra_queued = 3
         deadline = time.monotonic() + 5
-        while not fleet.status()["neurons"][0]["healthy"]:  # the poller notices the recovery
+        while not fleet.status().neurons[0].healthy:  # the poller notices the recovery
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         assert await chat(fleet, "m") == "a"
@@ -290,7 +290,7 @@ async def test_stream_fails_over_before_first_item_and_errors_after(serve: Serve
         with pytest.raises(FleetStreamError):
             await consume()
         assert len(received) == 1
-        assert fleet.status()["counters"]["stream_errors"] == 1
+        assert fleet.status().counters["stream_errors"] == 1
         a.neuron.break_stream_after = b.neuron.break_stream_after = None
         a.neuron.bad_data_after, b.neuron.extra_queued = 0, 0
         await fleet.refresh()
@@ -318,7 +318,7 @@ async def test_client_errors_are_returned_or_raised_without_failover(serve: Serv
         with pytest.raises(UpstreamError) as info:
             _ = [item async for item in fleet.stream("m", "/nope", {"stream": True})]
         assert info.value.http_status == 404
-        assert fleet.status()["counters"].get("failovers", 0) == 0
+        assert fleet.status().counters.get("failovers", 0) == 0
 
 
 async def test_closing_a_stream_while_it_waits_for_a_load_releases_everything(serve: Serve) -> None:
@@ -330,7 +330,7 @@ async def test_closing_a_stream_while_it_waits_for_a_load_releases_everything(se
         assert await fleet.load("m") == "a"  # the load went on without the abandoned request
         assert a.neuron.calls("load") == ["m"]
         assert a.neuron.calls("start") == []
-        assert fleet.status()["neurons"][0]["load"] == 0
+        assert fleet.status().neurons[0].load == 0
 
 
 async def test_poller_is_concurrent_bounded_and_tracks_health(serve: Serve) -> None:
@@ -342,17 +342,17 @@ async def test_poller_is_concurrent_bounded_and_tracks_health(serve: Serve) -> N
         a = servers[0].neuron
         a.health_delay_s = 5.0  # beyond the poll timeout
         await fleet.refresh()
-        neuron_a = fleet.status()["neurons"][0]
-        assert neuron_a["healthy"]  # one failure is tolerated
-        assert neuron_a["consecutive_failures"] == 1
+        neuron_a = fleet.status().neurons[0]
+        assert neuron_a.healthy  # one failure is tolerated
+        assert neuron_a.consecutive_failures == 1
         a.health_delay_s, a.health_error = 0.0, True
         await fleet.refresh()
-        assert not fleet.status()["neurons"][0]["healthy"]
+        assert not fleet.status().neurons[0].healthy
         assert fleet.catalogue()[0].loaded_on == ("b", "c")
         assert set(await asyncio.gather(*(chat(fleet, "m") for _ in range(4)))) == {"b", "c"}
         a.health_error = False
         await fleet.refresh()
-        assert fleet.status()["neurons"][0]["healthy"]
+        assert fleet.status().neurons[0].healthy
         assert fleet.catalogue()[0].loaded_on == ("a", "b", "c")
 
 
@@ -377,7 +377,7 @@ async def test_failed_load_is_retried_on_another_neuron(serve: Serve) -> None:
     async with make_fleet([a, b], profiles) as fleet:
         assert await chat(fleet, "m") == "b"
         assert (a.neuron.calls("load"), b.neuron.calls("load")) == (["m"], ["m"])
-        counters = fleet.status()["counters"]
+        counters = fleet.status().counters
         assert (counters["load_calls"], counters["load_failures"], counters["loads"]) == (2, 1, 1)
 
 

@@ -19,8 +19,8 @@ from cortex.engine.outputs import ChatDelta, StreamDelta, Usage
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.stats import EngineStats
 from cortex.server.config import NeuronConfig
-from cortex.server.model_store import ModelFacts
 from cortex.server.neuron import create_app
+from cortex.server.served_engine import ModelFacts
 
 
 class ByteTokenizer:

@@ -147,10 +147,10 @@ def test_models_are_merged_in_both_shapes(cluster):
 
 def test_openai_sdk_through_the_gateway_with_a_cold_load(cluster):
     sdk = cluster.openai()
-    assert not cluster.fleet.status()["counters"].get("loads")
+    assert not cluster.fleet.status().counters.get("loads")
     reply = sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "hello world"
-    assert cluster.fleet.status()["counters"]["loads"] == 1
+    assert cluster.fleet.status().counters["loads"] == 1
     loaded = [name for name, loader in cluster.loaders.items() if "alpha" in loader.engines]
     assert len(loaded) == 1
 
@@ -223,7 +223,7 @@ def test_eviction_when_a_neurons_budget_forces_one(tmp_path):
         # n2 now holds only-n2 (6000 of its 7000 bytes); two-b (2000) may only live on n2
         second = sdk.chat.completions.create(model="two-b", messages=[{"role": "user", "content": "x"}])
         assert second.choices[0].message.content == "from n2b"
-        assert cluster.fleet.status()["counters"]["evictions"] == 1
+        assert cluster.fleet.status().counters["evictions"] == 1
         on_n2 = {m["id"] for m in httpx.get(f"{cluster.neurons['n2'].url}/models").json()["models"]}
         assert on_n2 == {"only-n2b"}
         assert cluster.loaders["n2"].engines["only-n2"].closed
@@ -422,7 +422,7 @@ def test_a_neuron_dying_mid_stream_ends_the_stream_with_an_error_event(cluster):
     error = json.loads(lines[lines.index("event: error") + 1].removeprefix("data: "))
     assert error["type"] == "error"
     assert error["error"]["message"]
-    assert cluster.fleet.status()["counters"]["stream_errors"] == 1
+    assert cluster.fleet.status().counters["stream_errors"] == 1
 
 
 def test_cold_load_and_long_prefill_send_keepalives_then_pings(cluster):

@@ -8,7 +8,7 @@ import pytest
 
 from cortex.server.config import Listen, load_config, parse_bytes
 from cortex.server.errors import ConfigError
-from cortex.server.gateway import build_fleet
+from cortex.server.fleet_config import build_fleet
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

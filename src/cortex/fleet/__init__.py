@@ -17,6 +17,7 @@ from cortex.fleet.errors import (
 )
 from cortex.fleet.fleet import KEEPALIVE, Fleet, FleetResponse, KeepAlive, StreamItem
 from cortex.fleet.profiles import FleetPolicy, ModelProfile, NeuronSpec, load_models_toml
+from cortex.fleet.status import FleetStatus, NeuronModelStatus, NeuronStatus
 
 __all__ = [
     "KEEPALIVE",
@@ -26,12 +27,15 @@ __all__ = [
     "FleetError",
     "FleetPolicy",
     "FleetResponse",
+    "FleetStatus",
     "FleetStreamError",
     "KeepAlive",
     "LoadTimeoutError",
     "ModelNotFoundError",
     "ModelProfile",
+    "NeuronModelStatus",
     "NeuronSpec",
+    "NeuronStatus",
     "NeuronUnavailableError",
     "NoCapacityError",
     "StreamItem",

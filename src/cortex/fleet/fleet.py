@@ -44,6 +44,7 @@ from cortex.fleet.neuron_client import NeuronClient, UpstreamReply
 from cortex.fleet.poller import NeuronState, Poller
 from cortex.fleet.profiles import FleetPolicy, ModelProfile, NeuronSpec
 from cortex.fleet.routing import RouteDecision, route
+from cortex.fleet.status import FleetStatus, NeuronModelStatus, NeuronStatus
 
 __all__ = ["KEEPALIVE", "Fleet", "FleetResponse", "KeepAlive", "StreamItem"]
 
@@ -188,49 +189,44 @@ class Fleet:
             **decision.as_dict(),
         }
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> FleetStatus:
         now = time.monotonic()
         views = {view.name: view for view in self._ledger.views(now)}
         neurons = []
         for name, state in self._states.items():
             view = views[name]
             neurons.append(
-                {
-                    "name": name,
-                    "url": state.spec.url,
-                    "healthy": state.healthy,
-                    "consecutive_failures": state.consecutive_failures,
-                    "last_error": state.last_error,
-                    "seconds_since_ok": None if state.last_ok_s is None else round(now - state.last_ok_s, 3),
-                    "memory_budget_bytes": state.memory_budget_bytes,
-                    "memory_used_bytes": state.memory_used_bytes,
-                    "memory_free_bytes": view.free_bytes,
-                    "load": view.load,
-                    "in_flight": state.in_flight,
-                    "queued": state.queued,
-                    "prefill_tokens_per_s": state.prefill_tokens_per_s,
-                    "decode_tokens_per_s": state.decode_tokens_per_s,
-                    "devices": state.devices,
-                    "models": [
-                        {
-                            "id": s.model,
-                            "status": s.status,
-                            "load": s.load,
-                            "idle_s": round(now - s.last_used_s, 3),
-                        }
+                NeuronStatus(
+                    name=name,
+                    url=state.spec.url,
+                    healthy=state.healthy,
+                    consecutive_failures=state.consecutive_failures,
+                    last_error=state.last_error,
+                    seconds_since_ok=None if state.last_ok_s is None else round(now - state.last_ok_s, 3),
+                    memory_budget_bytes=state.memory_budget_bytes,
+                    memory_used_bytes=state.memory_used_bytes,
+                    memory_free_bytes=view.free_bytes,
+                    load=view.load,
+                    in_flight=state.in_flight,
+                    queued=state.queued,
+                    prefill_tokens_per_s=state.prefill_tokens_per_s,
+                    decode_tokens_per_s=state.decode_tokens_per_s,
+                    devices=tuple(state.devices),
+                    models=tuple(
+                        NeuronModelStatus(s.model, s.status, s.load, round(now - s.last_used_s, 3))
                         for s in view.models.values()
-                    ],
-                }
+                    ),
+                )
             )
-        return {
-            "neurons": neurons,
-            "models": [entry.as_dict() for entry in self.catalogue()],
-            "loads_in_progress": sorted(self._loader.loads),
-            "load_errors": dict(self._loader.load_errors),
-            "decisions": list(self._decisions),
-            "counters": dict(self.counters),
-            "policy": {"eviction": self.policy.eviction},
-        }
+        return FleetStatus(
+            neurons=tuple(neurons),
+            models=tuple(self.catalogue()),
+            loads_in_progress=tuple(sorted(self._loader.loads)),
+            load_errors=dict(self._loader.load_errors),
+            decisions=tuple(self._decisions),
+            counters=dict(self.counters),
+            eviction=self.policy.eviction,
+        )
 
     # ---- requests -----------------------------------------------------------------------------------
 

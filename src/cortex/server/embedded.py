@@ -1,5 +1,7 @@
 """``cortex serve`` with no neurons configured: a gateway plus an in-process neuron on this machine.
 
+This module makes the models and the gateway app; :func:`cortex.server.serve.serve_embedded` runs them.
+
 The neuron serves the local model folders (``[neuron] model_dirs``, default ``~/.cache/cortex/models`` or
 ``$CORTEX_MODELS``) on a private loopback port; the gateway routes to it like to any neuron. When the
 folders hold no model, a DEMO model is made on first run: random weights in the real Qwen3.5
@@ -10,16 +12,14 @@ Without a models.toml, ``claude-*`` names are aliased to the first local model s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
-import socket
 from pathlib import Path
 
-import uvicorn
+from litestar import Litestar
 
 from cortex.server.config import CortexConfig, NeuronEntry
-from cortex.server.gateway import build_fleet, create_metrics_app
+from cortex.server.fleet_config import build_fleet
 from cortex.server.gateway import create_app as create_gateway
 
 log = logging.getLogger("cortex.embedded")
@@ -63,77 +63,26 @@ def ensure_demo_model(models_dir: Path, *, preset: str = "tiny") -> Path:
     return folder
 
 
-def _loopback_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-async def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> None:
-    """Run the local neuron, the gateway and its metrics listener until interrupted."""
-    from cortex.fleet import ModelProfile
-    from cortex.server.neuron import create_app as create_neuron
-
+def prepare_models(config: CortexConfig, *, demo_preset: str = "tiny") -> list[Path]:
+    """The local model folders, after making the demo model when there are none."""
     models = local_models(config.neuron.model_dirs)
     if not models:
         root = config.neuron.model_dirs[0]
         root.mkdir(parents=True, exist_ok=True)
-        models = [await asyncio.to_thread(ensure_demo_model, root, preset=demo_preset)]
+        models = [ensure_demo_model(root, preset=demo_preset)]
     if any(m.name == DEMO_MODEL_ID for m in models):
         log.warning("serving %s: a DEMO model with random weights; its text is nonsense", DEMO_MODEL_ID)
-    sock = _loopback_socket()
-    neuron_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return models
+
+
+def embedded_gateway(config: CortexConfig, *, neuron_url: str, models: list[Path]) -> Litestar:
+    """The gateway over the local neuron at ``neuron_url``; without a models.toml, ``claude-*`` names
+    are served by the first local model."""
+    from cortex.fleet import ModelProfile
+
     config = config.model_copy(update={"neurons": (NeuronEntry(name=config.neuron.name, url=neuron_url),)})
     default_profiles = []
     if config.models_file() is None:
         default_profiles.append(ModelProfile(id=models[0].name, aliases=("claude-*",)))
         log.info("no models.toml: claude-* names are served by %s", models[0].name)
-    gateway = create_gateway(config, fleet=build_fleet(config, default_profiles=default_profiles))
-    servers = [
-        (
-            uvicorn.Server(uvicorn.Config(create_neuron(config.neuron), log_config=None, log_level=None)),
-            [sock],
-        ),
-        (
-            uvicorn.Server(
-                uvicorn.Config(
-                    gateway,
-                    host=config.gateway.listen.host,
-                    port=config.gateway.listen.port,
-                    log_level="info",
-                    # uvicorn's access log is process-wide; here it would mostly show the fleet's polls
-                    # of the local neuron every few seconds
-                    access_log=False,
-                )
-            ),
-            None,
-        ),
-    ]
-    if config.gateway.metrics_listen is not None:
-        listen = config.gateway.metrics_listen
-        metrics_app = create_metrics_app(gateway.state.metrics)
-        servers.append(
-            (
-                uvicorn.Server(
-                    uvicorn.Config(
-                        metrics_app, host=listen.host, port=listen.port, log_config=None, log_level=None
-                    )
-                ),
-                None,
-            )
-        )
-    log.info(
-        "cortex gateway on http://%s with a local neuron over %s",
-        config.gateway.listen,
-        ", ".join(str(d) for d in config.neuron.model_dirs),
-    )
-    neuron_server, neuron_sockets = servers[0]
-    neuron_task = asyncio.create_task(neuron_server.serve(sockets=neuron_sockets))
-    while not neuron_server.started and not neuron_task.done():
-        await asyncio.sleep(0.02)
-    try:
-        await asyncio.gather(*(server.serve() for server, _ in servers[1:]))
-    finally:
-        neuron_server.should_exit = True
-        await neuron_task
+    return create_gateway(config, fleet=build_fleet(config, default_profiles=default_profiles))

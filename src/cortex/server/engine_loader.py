@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from cortex.server.model_store import ModelFacts
+from cortex.server.served_engine import ModelFacts, ServedEngine
 
 # KV pages + state slots per model when [neuron] cache_memory_bytes is unset. Always passed to the engine
 # explicitly (the engine's own CUDA default takes most free memory), so the estimate matches the use.
@@ -39,7 +38,7 @@ class TorchEngineLoader:
             max_model_len=max_len,
         )
 
-    def load(self, path: Path) -> Any:
+    def load(self, path: Path) -> ServedEngine:
         from cortex.engine.engine import Engine
 
         return Engine.from_pretrained(

@@ -15,7 +15,7 @@
             └── ShuttingDownError (503)             the server is draining
 
 The apps turn any of these (and the library's own errors) into an error envelope in the caller's
-dialect; see :mod:`cortex.server.http_errors`.
+dialect; see :mod:`cortex.server.edge`.
 """
 
 from __future__ import annotations

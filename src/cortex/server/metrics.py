@@ -7,12 +7,16 @@ user or prompt. Durations are true histograms. docs/metrics.md lists every metri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from cortex.fleet import FleetStatus
+    from cortex.server.model_store import HostedModel
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ENDPOINTS = ("chat_completions", "completions", "messages", "count_tokens", "models")
@@ -140,3 +144,94 @@ class FunctionCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return []
+
+
+def fleet_gauges(status: FleetStatus) -> dict[str, MetricValues]:
+    """The gateway's view of the fleet, read from ``Fleet.status()`` at scrape time."""
+    neurons = status.neurons
+    loaded = [
+        ({"model": m.id, "neuron": n.name}, 1.0) for n in neurons for m in n.models if m.status == "loaded"
+    ]
+    return {
+        "cortex_fleet_events": (
+            "Fleet events (loads, evictions, failovers, ...) by type",
+            "counter",
+            [({"type": k}, float(v)) for k, v in sorted(status.counters.items())],
+        ),
+        "cortex_neuron_healthy": (
+            "1 when the neuron answers its health checks",
+            "gauge",
+            [({"neuron": n.name}, float(n.healthy)) for n in neurons],
+        ),
+        "cortex_neuron_in_flight_requests": (
+            "Requests running on the neuron",
+            "gauge",
+            [({"neuron": n.name}, float(n.in_flight)) for n in neurons],
+        ),
+        "cortex_queue_depth": (
+            "Requests queued on the neuron",
+            "gauge",
+            [({"neuron": n.name}, float(n.queued)) for n in neurons],
+        ),
+        "cortex_neuron_memory_used_bytes": (
+            "Estimated memory of the neuron's models",
+            "gauge",
+            [({"neuron": n.name}, float(n.memory_used_bytes)) for n in neurons],
+        ),
+        "cortex_neuron_memory_budget_bytes": (
+            "The neuron's memory budget",
+            "gauge",
+            [({"neuron": n.name}, float(n.memory_budget_bytes)) for n in neurons],
+        ),
+        "cortex_model_loaded": ("1 per model loaded on a neuron", "gauge", loaded),
+    }
+
+
+def neuron_gauges(
+    neuron: str,
+    hosted: Sequence[HostedModel],
+    devices: Sequence[dict[str, Any]],
+    *,
+    memory_budget_bytes: int,
+    memory_used_bytes: int,
+) -> dict[str, MetricValues]:
+    """A neuron's queues, caches, models and device memory, read at scrape time."""
+    labels = [({"model": h.id, "neuron": neuron}, h) for h in hosted]
+    return {
+        "cortex_queue_depth": (
+            "Requests waiting for a running slot",
+            "gauge",
+            [(lab, float(h.admission.num_queued)) for lab, h in labels],
+        ),
+        "cortex_kv_cache_usage": (
+            "Fraction of KV-cache blocks in use",
+            "gauge",
+            [(lab, float(h.describe()["kv_cache_usage"])) for lab, h in labels],
+        ),
+        "cortex_model_loaded": (
+            "1 when the model is loaded on the neuron",
+            "gauge",
+            [(lab, float(h.status == "loaded")) for lab, h in labels],
+        ),
+        "cortex_device_memory_used_bytes": (
+            "Device memory in use",
+            "gauge",
+            [({"neuron": neuron, "device": str(d["index"])}, float(d["memory_used_bytes"])) for d in devices],
+        ),
+        "cortex_device_memory_total_bytes": (
+            "Device memory in total",
+            "gauge",
+            [
+                ({"neuron": neuron, "device": str(d["index"])}, float(d["memory_total_bytes"]))
+                for d in devices
+            ],
+        ),
+        "cortex_memory_budget_bytes": (
+            "The neuron's model memory budget and its estimated use",
+            "gauge",
+            [
+                ({"neuron": neuron, "type": "budget"}, float(memory_budget_bytes)),
+                ({"neuron": neuron, "type": "used"}, float(memory_used_bytes)),
+            ],
+        ),
+    }

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from cortex.server.admission import Admission
 from cortex.server.config import NeuronConfig
@@ -29,18 +29,10 @@ from cortex.server.errors import (
     ModelLoadFailedError,
     ModelNotFoundError,
 )
+from cortex.server.served_engine import EngineLoader, ModelFacts, ServedEngine
 
 ModelStatus = Literal["loading", "loaded", "unloading", "failed"]
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-
-
-@dataclass(frozen=True, slots=True)
-class ModelFacts:
-    """What discovery reports for a loadable model folder."""
-
-    architecture: str
-    estimated_memory_bytes: int
-    max_model_len: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +51,6 @@ class LocalModel:
         }
 
 
-class EngineLoader(Protocol):
-    """Reads a model folder's facts (cheap) and builds an engine over it (slow, run in a thread)."""
-
-    def inspect(self, path: Path) -> ModelFacts: ...
-
-    def load(self, path: Path) -> Any: ...
-
-
 @dataclass(slots=True)
 class HostedModel:
     """A model this neuron holds (or is loading), with its own admission control."""
@@ -74,7 +58,7 @@ class HostedModel:
     model: LocalModel
     admission: Admission
     status: ModelStatus = "loading"
-    engine: Any = None
+    engine: ServedEngine | None = None
     error: str | None = None
     loaded_at: float = 0.0
 
@@ -82,8 +66,14 @@ class HostedModel:
     def id(self) -> str:
         return self.model.id
 
+    def served(self) -> ServedEngine:
+        """The engine, for a request that was admitted; raises ModelNotFoundError (404) once unloaded."""
+        if self.engine is None:
+            raise ModelNotFoundError(f"model {self.id!r} was unloaded")
+        return self.engine
+
     def describe(self) -> dict[str, Any]:
-        stats = _engine_stats(self.engine) if self.status == "loaded" else {}
+        stats = _engine_stats(self.engine) if self.engine is not None and self.status == "loaded" else {}
         entry: dict[str, Any] = {
             "id": self.id,
             "status": self.status,
@@ -100,7 +90,7 @@ class HostedModel:
         return entry
 
 
-def _engine_stats(engine: Any) -> dict[str, float]:
+def _engine_stats(engine: ServedEngine) -> dict[str, float]:
     """The subset of ``engine.stats()`` (an ``EngineStats``) the neuron reports."""
     stats = engine.stats()
     return {

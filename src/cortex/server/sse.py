@@ -11,16 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, TypeVar
 
 import anyio
+from litestar.response import Stream
+
+from cortex.errors import InvalidRequestError
+from cortex.server.edge import Dialect, error_body
 
 T = TypeVar("T")
 
 OPENAI_DONE: Final = b"data: [DONE]\n\n"
 KEEPALIVE_COMMENT: Final = b": keep-alive\n\n"
 ANTHROPIC_PING: Final = b'event: ping\ndata: {"type":"ping"}\n\n'
+HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class KeepAlive:
@@ -87,3 +92,36 @@ async def aclose_quietly(source: object) -> None:
     if aclose is not None:
         with anyio.CancelScope(shield=True):
             await aclose()
+
+
+def event_stream(
+    dialect: Dialect,
+    items: AsyncIterator[dict[str, Any]],
+    *,
+    owner: contextlib.AsyncExitStack,
+    keepalive_s: float,
+    on_error: Callable[[BaseException], None],
+) -> Stream:
+    """``items`` (OpenAI chunk dicts, or Anthropic events) as an SSE response with keep-alives. The
+    stream's body takes over ``owner`` (the request's admission slot, in-flight count...) and closes it
+    when the stream ends, however it ends. An error after the 200 becomes an error event."""
+
+    async def body() -> AsyncIterator[bytes]:
+        async with owner:
+            try:
+                async for item in with_keepalive(items, keepalive_s):
+                    if isinstance(item, KeepAlive):
+                        yield ANTHROPIC_PING if dialect == "anthropic" else KEEPALIVE_COMMENT
+                    elif dialect == "anthropic":
+                        yield anthropic_event(item)
+                    else:
+                        yield openai_event(item)
+                if dialect == "openai":
+                    yield OPENAI_DONE
+            except Exception as error:  # after the 200: the error goes into the stream
+                on_error(error)
+                status = getattr(error, "http_status", 400 if isinstance(error, InvalidRequestError) else 500)
+                envelope = error_body(dialect, status, str(error))
+                yield anthropic_event(envelope) if dialect == "anthropic" else openai_event(envelope)
+
+    return Stream(body(), media_type="text/event-stream", headers=HEADERS)

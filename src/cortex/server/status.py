@@ -1,11 +1,18 @@
-"""``cortex status``: the fleet as a readable table (or JSON), read from a running gateway's ``/status``;
-``--explain MODEL`` shows the routing decision the gateway would make for a model."""
+"""The fleet's status rendered for people: the gateway's HTML page (``GET /``) and ``cortex status``.
+
+``cortex status`` reads a running gateway's ``/status`` (JSON) and prints it as tables (or JSON);
+``--explain MODEL`` shows the routing decision the gateway would make for a model.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import html
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from cortex.fleet import FleetStatus
 
 
 def fetch_status(
@@ -65,4 +72,29 @@ def render_status(status: dict[str, Any]) -> str:
             _table(["MODEL", "LOADED ON", "LOADABLE ON", "MEMORY", "ALIASES"], model_rows),
             f"eviction: {eviction}; counters: {counters}",
         ]
+    )
+
+
+def status_page(status: FleetStatus) -> str:
+    """The gateway's ``GET /`` page: neurons (health, models, memory, load) and where each model is."""
+
+    def gib(value: int) -> str:
+        return f"{value / 2**30:.1f}"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(n.name)}</td><td>{'healthy' if n.healthy else 'DOWN'}</td>"
+        f"<td>{html.escape(', '.join(f'{m.id} ({m.status})' for m in n.models) or '-')}</td>"
+        f"<td>{gib(n.memory_used_bytes)} / {gib(n.memory_budget_bytes)} GiB</td>"
+        f"<td>{n.in_flight} running, {n.queued} queued</td></tr>"
+        for n in status.neurons
+    )
+    models = "".join(
+        f"<li>{html.escape(m.id)}: loaded on {html.escape(', '.join(m.loaded_on) or 'none')}</li>"
+        for m in status.models
+    )
+    return (
+        "<!doctype html><title>cortex</title><h1>cortex gateway</h1>"
+        "<p>OpenAI and Anthropic compatible API under <code>/v1</code>.</p>"
+        "<table border=1><tr><th>neuron</th><th>health</th><th>models</th><th>memory</th><th>load</th></tr>"
+        f"{rows}</table><h2>models</h2><ul>{models}</ul>"
     )

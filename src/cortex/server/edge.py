@@ -1,14 +1,18 @@
-"""Errors as HTTP responses in the caller's dialect, shared by the neuron and the gateway.
+"""The HTTP edge shared by the neuron and the gateway: request bodies in, errors out in the caller's dialect.
 
-The dialect is Anthropic for ``/v1/messages*``, OpenAI for ``/v1/chat/completions`` and
-``/v1/completions``; elsewhere (``/v1/models``, auth failures on other routes) it is Anthropic when
-the request carries an ``anthropic-version`` or ``x-api-key`` header (Claude Code, the anthropic
-SDK). Every error the library
-raises on purpose maps to a status here; anything else is a 500 whose details go to the log only.
+- Bodies: :func:`read_json` reads a request body (Litestar enforces the app's ``request_max_body_size``,
+  413 beyond it) and parses it as JSON; :func:`read_object` also requires a JSON object and
+  :func:`read_model_request` a string ``model``. Bad JSON is a 400 in the caller's dialect.
+- Dialect: Anthropic for ``/v1/messages*``, OpenAI for ``/v1/chat/completions`` and ``/v1/completions``;
+  elsewhere (``/v1/models``, auth failures on other routes) Anthropic when the request carries an
+  ``anthropic-version`` or ``x-api-key`` header (Claude Code, the anthropic SDK).
+- Errors: every error the library raises on purpose maps to a status here; anything else is a 500
+  whose details go to the log only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Literal
 
@@ -21,6 +25,31 @@ from cortex.translate import anthropic_error, openai_error
 
 Dialect = Literal["openai", "anthropic"]
 log = logging.getLogger("cortex.server")
+
+
+async def read_json(request: Request[Any, Any, Any]) -> Any:
+    """The request body parsed as JSON; 400 when it is not JSON."""
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidRequestError(f"the request body is not valid JSON: {error}") from None
+
+
+async def read_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The request body as a JSON object; 400 otherwise."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    return body
+
+
+async def read_model_request(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """A JSON object with a non-empty string ``model``; 400 otherwise."""
+    body = await read_object(request)
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequestError("model is required and must be a string", param="model")
+    return body
 
 
 def dialect_of(request: Request[Any, Any, Any]) -> Dialect:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cortex.errors import ContextLengthError, InvalidRequestError
-from cortex.server.openai_wire import clamp_params, parse_chat_request, parse_completion_request
+from cortex.server.wire.openai import parse_chat_request, parse_completion_request
+from cortex.server.wire.request import clamp_params
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

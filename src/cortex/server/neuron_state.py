@@ -1,0 +1,125 @@
+"""What a neuron app holds: its config, model store, metrics and device, and what the handlers ask of them.
+
+:meth:`NeuronState.create` builds it from a :class:`~cortex.server.config.NeuronConfig` (real cortex
+engines unless a loader is given). :meth:`NeuronState.generation` is how a handler runs an inference
+request: the model is loaded if needed (unknown ids raise before they could become metric labels),
+counted, then admitted (:meth:`cortex.server.generation.Generation.admitted`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cortex.errors import InvalidRequestError
+from cortex.server.config import NeuronConfig
+from cortex.server.devices import devices_for, resolve_device
+from cortex.server.engine_loader import TorchEngineLoader
+from cortex.server.generation import Generation
+from cortex.server.metrics import FunctionCollector, MetricValues, NeuronMetrics, neuron_gauges
+from cortex.server.model_store import ModelStore
+from cortex.server.served_engine import EngineLoader
+
+if TYPE_CHECKING:
+    from cortex.engine.text.tokenizer import Tokenizer
+
+
+@dataclass(slots=True)
+class NeuronState:
+    config: NeuronConfig
+    store: ModelStore
+    metrics: NeuronMetrics
+    device: str
+    tokenizers: dict[Path, Tokenizer | None] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, config: NeuronConfig, *, loader: EngineLoader | None = None, metrics: NeuronMetrics | None = None
+    ) -> NeuronState:
+        device = resolve_device(config.device)
+        if loader is None:
+            loader = TorchEngineLoader(
+                device=device,
+                dtype=config.dtype,
+                max_num_seqs=config.max_running,
+                max_model_len=config.max_model_len,
+                cache_memory_bytes=config.cache_memory_bytes,
+            )
+        metrics = metrics or NeuronMetrics()
+        budget = config.memory_budget_bytes
+        if budget is None:
+            budget = sum(d["memory_total_bytes"] for d in devices_for(device))
+
+        def on_loaded(model_id: str, seconds: float) -> None:
+            metrics.model_loads.labels(model_id, config.name).inc()
+            metrics.model_load_duration.labels(model_id, config.name).observe(seconds)
+
+        store = ModelStore(config, loader, memory_budget_bytes=budget, on_loaded=on_loaded)
+        state = cls(config=config, store=store, metrics=metrics, device=device)
+        metrics.registry.register(FunctionCollector(state.gauges))
+        return state
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def health(self) -> dict[str, Any]:
+        hosted = self.store.hosted()
+        described = [h.describe() for h in hosted]
+        return {
+            "status": "ok",
+            "name": self.name,
+            "devices": devices_for(self.device),
+            "models": described,
+            "in_flight": sum(h.admission.num_running for h in hosted),
+            "queued": sum(h.admission.num_queued for h in hosted),
+            "memory_budget_bytes": self.store.memory_budget_bytes,
+            "memory_used_bytes": self.store.memory_used_bytes,
+            "prefill_tokens_per_s": sum(m["prefill_tokens_per_s"] for m in described),
+            "decode_tokens_per_s": sum(m["decode_tokens_per_s"] for m in described),
+        }
+
+    def tokenizer_for(self, model_id: str) -> Tokenizer:
+        """The model's tokenizer: the loaded engine's, else read from its folder (cached)."""
+        hosted = self.store.get(model_id)
+        if hosted is not None and hosted.engine is not None and hosted.engine.tokenizer is not None:
+            return hosted.engine.tokenizer
+        path = self.store.find(model_id).path
+        if path not in self.tokenizers:
+            from cortex.engine.text.tokenizer import Tokenizer
+
+            self.tokenizers[path] = Tokenizer.from_folder(path)
+        tokenizer = self.tokenizers[path]
+        if tokenizer is None:
+            raise InvalidRequestError(
+                f"model {model_id!r} has no tokenizer; send token ids to /v1/completions"
+            )
+        return tokenizer
+
+    def known_label(self, model: Any) -> str:
+        """``model`` as a metric label: a loaded model's id, else ``"unknown"`` (labels stay bounded)."""
+        return model if isinstance(model, str) and self.store.get(model) is not None else "unknown"
+
+    def record_error(self, model: str, error_type: str) -> None:
+        self.metrics.errors.labels(model, self.name, error_type).inc()
+
+    @contextlib.asynccontextmanager
+    async def generation(self, model_id: str, endpoint: str) -> AsyncIterator[Generation]:
+        hosted = await self.store.ensure(model_id)
+        self.metrics.requests.labels(model_id, self.name, endpoint).inc()
+        async with Generation.admitted(
+            hosted, endpoint=endpoint, neuron=self.name, metrics=self.metrics
+        ) as gen:
+            yield gen
+
+    def gauges(self) -> dict[str, MetricValues]:
+        return neuron_gauges(
+            self.name,
+            self.store.hosted(),
+            devices_for(self.device),
+            memory_budget_bytes=self.store.memory_budget_bytes,
+            memory_used_bytes=self.store.memory_used_bytes,
+        )

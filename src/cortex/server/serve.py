@@ -1,0 +1,125 @@
+"""Running the apps: the ASGI server (uvicorn) wiring for the gateway, the neuron and the embedded default.
+
+One place for listen sockets, logging, signals and the graceful drain. The CLI (``cortex serve``,
+``cortex neuron``, and ``python -m cortex.server.gateway`` / ``.neuron``, which run the same CLI) builds
+a config and calls one of these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import uvicorn
+from litestar import Litestar
+
+from cortex.server.config import CortexConfig, NeuronConfig
+
+log = logging.getLogger("cortex.serve")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+
+
+def _metrics_server(config: CortexConfig, metrics_app: Litestar) -> uvicorn.Server | None:
+    listen = config.gateway.metrics_listen
+    if listen is None:
+        return None
+    return uvicorn.Server(
+        uvicorn.Config(
+            metrics_app,
+            host=listen.host,
+            port=listen.port,
+            log_config=None,  # uvicorn's logging is process-wide: the API server's Config sets it
+            log_level=None,
+        )
+    )
+
+
+async def serve_gateway(config: CortexConfig) -> None:
+    """Serve the gateway and its metrics listener until interrupted."""
+    from cortex.server.gateway import create_app, create_metrics_app
+
+    app = create_app(config)
+    listen = config.gateway.listen
+    servers = [uvicorn.Server(uvicorn.Config(app, host=listen.host, port=listen.port, log_level="info"))]
+    metrics = _metrics_server(config, create_metrics_app(app.state.metrics))
+    if metrics is not None:
+        servers.append(metrics)
+    log.info("gateway on http://%s, metrics on %s", listen, config.gateway.metrics_listen or "(off)")
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def serve_neuron(config: NeuronConfig) -> None:
+    """Serve a neuron until interrupted; in-flight requests get ``drain_timeout_s`` to end."""
+    from cortex.server.neuron import create_app
+
+    app = create_app(config)
+    log.info(
+        "neuron %s on http://%s (models from %s)",
+        config.name,
+        config.listen,
+        ", ".join(map(str, config.model_dirs)),
+    )
+    uvicorn.run(
+        app,
+        host=config.listen.host,
+        port=config.listen.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
+    )
+
+
+def _loopback_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> None:
+    """Run a local neuron (on a private loopback port), the gateway over it and its metrics listener
+    until interrupted."""
+    from cortex.server.embedded import embedded_gateway, prepare_models
+    from cortex.server.gateway import create_metrics_app
+    from cortex.server.neuron import create_app as create_neuron
+
+    models = await asyncio.to_thread(prepare_models, config, demo_preset=demo_preset)
+    sock = _loopback_socket()
+    gateway = embedded_gateway(config, neuron_url=f"http://127.0.0.1:{sock.getsockname()[1]}", models=models)
+    neuron_server = uvicorn.Server(
+        uvicorn.Config(create_neuron(config.neuron), log_config=None, log_level=None)
+    )
+    listen = config.gateway.listen
+    servers = [
+        uvicorn.Server(
+            uvicorn.Config(
+                gateway,
+                host=listen.host,
+                port=listen.port,
+                log_level="info",
+                # uvicorn's access log is process-wide; here it would mostly show the fleet's polls
+                # of the local neuron every few seconds
+                access_log=False,
+            )
+        )
+    ]
+    metrics = _metrics_server(config, create_metrics_app(gateway.state.metrics))
+    if metrics is not None:
+        servers.append(metrics)
+    log.info(
+        "cortex gateway on http://%s with a local neuron over %s",
+        listen,
+        ", ".join(str(d) for d in config.neuron.model_dirs),
+    )
+    neuron_task = asyncio.create_task(neuron_server.serve(sockets=[sock]))
+    while not neuron_server.started and not neuron_task.done():
+        await asyncio.sleep(0.02)
+    try:
+        await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        neuron_server.should_exit = True
+        await neuron_task

@@ -1,0 +1,67 @@
+"""What the neuron needs of an engine and of the code that builds one: the servers' seam to the library.
+
+:class:`ServedEngine` is the part of :class:`cortex.Engine` the neuron uses; :class:`EngineLoader` reads
+a model folder's facts (cheap, no weights) and builds an engine over it (slow, run in a thread). The
+real loader is :class:`cortex.server.engine_loader.TorchEngineLoader`; tests plug in a scripted engine.
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from cortex.engine.outputs import ChatDelta, StreamDelta
+    from cortex.engine.sampling_params import SamplingParams
+    from cortex.engine.stats import EngineStats
+    from cortex.engine.text.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What discovery reports for a loadable model folder."""
+
+    architecture: str
+    estimated_memory_bytes: int
+    max_model_len: int
+
+
+class ServedEngine(Protocol):
+    """An engine the neuron serves: text in both forms, streamed, abortable by closing the stream."""
+
+    @property
+    def tokenizer(self) -> Tokenizer | None: ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> AsyncIterator[StreamDelta]: ...
+
+    def chat_stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        params: SamplingParams | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **template_kwargs: Any,
+    ) -> AsyncIterator[ChatDelta]: ...
+
+    def stats(self) -> EngineStats: ...
+
+    def close(self) -> None: ...
+
+
+class EngineLoader(Protocol):
+    """Reads a model folder's facts (cheap) and builds an engine over it (slow, run in a thread)."""
+
+    def inspect(self, path: Path) -> ModelFacts: ...
+
+    def load(self, path: Path) -> ServedEngine: ...

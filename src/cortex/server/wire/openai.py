@@ -1,0 +1,291 @@
+"""The OpenAI dialect on the neuron: Chat Completions and Completions bodies in, JSON and chunks out.
+
+Parsing checks types and values and raises :class:`cortex.errors.InvalidRequestError` naming the
+field. A field whose meaning cannot be served (``n`` > 1, ``logit_bias``, JSON ``response_format``,
+``echo``, ...) is rejected; fields that are only hints (``user``, ``metadata``, ``store``,
+``parallel_tool_calls``, ``service_tier``, unknown keys) are accepted and ignored (docs/servers.md).
+
+cortex extensions (used by the gateway, harmless for other callers): ``top_k``, ``min_p``,
+``repetition_penalty``, ``ignore_eos``, ``stop_token_ids``, ``chat_template_kwargs``,
+``clamp_max_tokens`` (lower ``max_tokens`` to what fits the context instead of failing) and
+``stream_options.continuous_usage_stats`` (every chunk carries usage; the first one, sent before the
+prefill, carries the exact ``prompt_tokens``).
+
+Outputs: :func:`chat_completion` / :func:`chat_completion_chunks` and :func:`completion` /
+:func:`completion_chunks` run a :class:`~cortex.server.generation.Generation` and shape what it yields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cortex.engine.outputs import TokenLogprob, Usage
+from cortex.engine.sampling_params import SamplingParams
+from cortex.errors import InvalidRequestError
+from cortex.server.generation import Generation, stream_usage
+from cortex.server.wire.fields import NUMBER, field, reject
+from cortex.server.wire.openai_shapes import (
+    ChatAccumulator,
+    chat_chunk,
+    chat_logprobs,
+    completion_logprobs,
+    delta_dict,
+    usage_dict,
+)
+from cortex.server.wire.request import ChatRequest, CompletionRequest, new_id, now
+
+
+def _common(body: dict[str, Any], *, logprobs: int | None) -> dict[str, Any]:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError("model is required and must be a string", param="model")
+    if field(body, "n", int, 1) != 1:
+        reject("n", "only n=1 is served")
+    if field(body, "logit_bias", dict):
+        reject("logit_bias", "cortex does not apply logit biases")
+    max_tokens = field(body, "max_completion_tokens", int, None)
+    if max_tokens is None:
+        max_tokens = field(body, "max_tokens", int, None)
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str | list):
+        raise InvalidRequestError("stop must be a string or an array of strings", param="stop")
+    stream_options = field(body, "stream_options", dict, {})
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=field(body, "temperature", NUMBER),
+        top_p=field(body, "top_p", NUMBER),
+        top_k=field(body, "top_k", int),
+        min_p=field(body, "min_p", NUMBER),
+        seed=field(body, "seed", int),
+        stop=tuple([stop] if isinstance(stop, str) else stop or ()),
+        stop_token_ids=field(body, "stop_token_ids", list, []),
+        ignore_eos=field(body, "ignore_eos", bool, False),
+        presence_penalty=field(body, "presence_penalty", NUMBER, 0.0),
+        frequency_penalty=field(body, "frequency_penalty", NUMBER, 0.0),
+        repetition_penalty=field(body, "repetition_penalty", NUMBER),
+        logprobs=logprobs,
+    )
+    return {
+        "model": model,
+        "params": params,
+        "stream": field(body, "stream", bool, False),
+        "include_usage": bool(field(stream_options, "include_usage", bool, False)),
+        "continuous_usage": bool(field(stream_options, "continuous_usage_stats", bool, False)),
+        "clamp_max_tokens": field(body, "clamp_max_tokens", bool, False),
+        "logprobs": logprobs is not None,
+    }
+
+
+def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    tools: list[dict[str, Any]] | None = field(body, "tools", list)
+    if not tools:
+        return None
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(function, dict)
+        ):
+            raise InvalidRequestError(
+                f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}", param=f"tools[{i}]"
+            )
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise InvalidRequestError(f"tools[{i}].function.name must be a string", param=f"tools[{i}]")
+    choice = body.get("tool_choice", "auto")
+    if choice == "none":
+        return None
+    if choice in ("auto", "required"):
+        return tools
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+        chosen = [t for t in tools if t["function"]["name"] == name]
+        if not chosen:
+            raise InvalidRequestError(
+                f"tool_choice names {name!r}, which is not in tools", param="tool_choice"
+            )
+        return chosen
+    raise InvalidRequestError(
+        "tool_choice must be 'none', 'auto', 'required' or a named function", param="tool_choice"
+    )
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages must be a non-empty array", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequestError(f"messages[{i}] must be an object with a role", param=f"messages[{i}]")
+        if message["role"] not in ("system", "developer", "user", "assistant", "tool"):
+            raise InvalidRequestError(
+                f"messages[{i}].role {message['role']!r} is not a chat role", param=f"messages[{i}].role"
+            )
+    response_format = field(body, "response_format", dict, {"type": "text"})
+    if response_format.get("type") != "text":
+        reject("response_format", "constrained JSON output is not implemented; ask in the prompt")
+    for name in ("functions", "function_call"):
+        if name in body:
+            reject(name, "use tools and tool_choice")
+    for name in ("audio", "prediction", "web_search_options"):
+        if body.get(name):
+            reject(name, "text generation only")
+    if field(body, "modalities", list, ["text"]) != ["text"]:
+        reject("modalities", "text generation only")
+    top_logprobs = field(body, "top_logprobs", int, None)
+    logprobs = (top_logprobs or 0) if field(body, "logprobs", bool, False) else None
+    template_kwargs = dict(field(body, "chat_template_kwargs", dict, {}))
+    effort = field(body, "reasoning_effort", str)
+    if effort in ("none", "minimal"):
+        template_kwargs.setdefault("enable_thinking", False)
+    tools = _check_tools(body)
+    return ChatRequest(
+        **_common(body, logprobs=logprobs),
+        messages=[m if m["role"] != "developer" else {**m, "role": "system"} for m in messages],
+        tools=tools,
+        template_kwargs=template_kwargs,
+    )
+
+
+def parse_completion_request(body: Any) -> CompletionRequest:
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]
+    valid_ids = (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
+    )
+    if not (isinstance(prompt, str) and prompt) and not valid_ids:
+        raise InvalidRequestError(
+            "prompt must be a non-empty string or token-id array (one prompt per request)", param="prompt"
+        )
+    if field(body, "echo", bool, False):
+        reject("echo", "the prompt is not echoed")
+    if field(body, "best_of", int, 1) != 1:
+        reject("best_of", "only best_of=1 is served")
+    if field(body, "suffix", str):
+        reject("suffix", "fill-in-the-middle is not implemented")
+    logprobs = field(body, "logprobs", int, None)
+    assert isinstance(prompt, str | list)
+    return CompletionRequest(**_common(body, logprobs=logprobs), prompt=prompt)
+
+
+# outputs
+
+
+async def chat_completion(gen: Generation, request: ChatRequest) -> dict[str, Any]:
+    """A whole ``chat.completion`` body."""
+    acc = ChatAccumulator()
+    async for delta in gen.chat_deltas(request):
+        acc.add(delta)
+    return {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": now(),
+        "model": gen.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": acc.message(),
+                "finish_reason": acc.finish_reason or "stop",
+                "logprobs": chat_logprobs(acc.logprobs) if request.logprobs else None,
+            }
+        ],
+        "usage": usage_dict(acc.usage or Usage(0, 0)),
+    }
+
+
+async def chat_completion_chunks(gen: Generation, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+    """``chat.completion.chunk`` dicts: a role chunk first (before the prefill), then deltas."""
+    ids: dict[str, Any] = {"response_id": new_id("chatcmpl"), "model": gen.model, "created": now()}
+    every = request.continuous_usage
+    with_usage = every or request.include_usage  # with include_usage alone, chunks carry usage: null
+    prompt_only = usage_dict(Usage(gen.num_prompt_tokens, 0))
+    yield chat_chunk(
+        **ids,
+        delta={"role": "assistant", "content": ""},
+        usage=prompt_only if every else None,
+        with_usage=with_usage,
+    )
+    usage: Usage | None = None
+    async for delta in gen.chat_deltas(request):
+        usage = delta.usage or usage
+        body = delta_dict(delta)
+        if not body and delta.finish_reason is None:
+            continue
+        so_far = usage or Usage(gen.num_prompt_tokens, 0)
+        yield chat_chunk(
+            **ids,
+            delta=body,
+            finish_reason=delta.finish_reason,
+            logprobs=chat_logprobs(delta.logprobs) if request.logprobs else None,
+            usage=usage_dict(so_far) if every else None,
+            with_usage=with_usage,
+        )
+    if request.include_usage:
+        chunk = chat_chunk(
+            **ids, delta={}, usage=usage_dict(usage or Usage(gen.num_prompt_tokens, 0)), with_usage=True
+        )
+        chunk["choices"] = []
+        yield chunk
+
+
+async def completion(gen: Generation, request: CompletionRequest) -> dict[str, Any]:
+    """A whole ``text_completion`` body."""
+    text, finish, usage = "", "stop", Usage(gen.num_prompt_tokens, 0)
+    logprobs: list[TokenLogprob] = []
+    async for delta in gen.deltas(request):
+        text += delta.text
+        logprobs.extend(delta.logprobs or ())
+        usage = stream_usage(delta, gen.num_prompt_tokens)
+        finish = delta.finish_reason or finish
+    return {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": now(),
+        "model": gen.model,
+        "choices": [
+            {
+                "index": 0,
+                "text": text,
+                "finish_reason": finish,
+                "logprobs": completion_logprobs(logprobs) if request.logprobs else None,
+            }
+        ],
+        "usage": usage_dict(usage),
+    }
+
+
+async def completion_chunks(gen: Generation, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
+    """``text_completion`` chunks, then a usage chunk when ``include_usage`` was asked for."""
+    ids = {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": gen.model}
+    usage, offset = Usage(gen.num_prompt_tokens, 0), 0
+    async for delta in gen.deltas(request):
+        usage = stream_usage(delta, gen.num_prompt_tokens)
+        if not delta.text and delta.finish_reason is None:
+            continue
+        chunk: dict[str, Any] = {
+            **ids,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": delta.text,
+                    "finish_reason": delta.finish_reason,
+                    "logprobs": completion_logprobs(delta.logprobs, offset=offset)
+                    if request.logprobs
+                    else None,
+                }
+            ],
+        }
+        offset += len(delta.text)
+        if request.continuous_usage:
+            chunk["usage"] = usage_dict(usage)
+        yield chunk
+    if request.include_usage:
+        yield {**ids, "choices": [], "usage": usage_dict(usage)}
