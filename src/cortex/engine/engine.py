@@ -39,6 +39,7 @@ from cortex.engine.sampling import RowLogprobs
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.scheduler import ScheduledBatch, Scheduler
 from cortex.engine.stats import EngineStats, ThroughputMeter
+from cortex.engine.structured.backend import GrammarBackend
 from cortex.engine.text.tokenizer import Tokenizer
 from cortex.errors import ContextLengthError, InvalidRequestError
 
@@ -111,6 +112,8 @@ class Engine:
         )
         self._tracked: dict[str, RequestStream] = {}
         self._released_ids: list[str] = []  # finished outside a step; their generators go at the next step
+        self._grammar_backend: GrammarBackend | None = None  # built on the first structured request
+        self._grammar_lock = threading.Lock()
         self._lock = threading.RLock()  # re-entered when a sink aborts its own request
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -196,13 +199,33 @@ class Engine:
                 f"max_model_len ({self.max_model_len})",
                 param="max_tokens",
             )
+        max_tokens = params.max_tokens if params.max_tokens is not None else room
+        structured = params.structured_outputs
         return Request(
             request_id=request_id or uuid.uuid4().hex,
             prompt_token_ids=prompt_ids,
             params=params,
-            max_tokens=params.max_tokens if params.max_tokens is not None else room,
+            max_tokens=max_tokens,
             eos_token_ids=self._eos_token_ids,
+            grammar=None
+            if structured is None
+            else self.grammar_backend().matcher(structured, max_tokens=max_tokens),
         )
+
+    def grammar_backend(self) -> GrammarBackend:
+        """The llguidance view of this engine's tokenizer (built once, on first use: a few seconds)."""
+        with self._grammar_lock:
+            if self._grammar_backend is None:
+                if self.tokenizer is None:
+                    raise InvalidRequestError(
+                        "structured outputs need the model's tokenizer.json", param="response_format"
+                    )
+                # the tokenizer's own eos first: a grammar that ends on EOS is closed with it
+                eos_ids = dict.fromkeys([*self.tokenizer.eos_token_ids, *sorted(self._eos_token_ids)])
+                self._grammar_backend = GrammarBackend.for_tokenizer(
+                    self.tokenizer, vocab_size=self.model_config.vocab_size, eos_token_ids=list(eos_ids)
+                )
+            return self._grammar_backend
 
     def _submit(self, request: Request, sink: Sink) -> None:
         stream = RequestStream.create(request, sink, self.tokenizer)
@@ -376,6 +399,8 @@ class Engine:
                 if isinstance(item, StreamDelta) and item.finish_reason is None:
                     self.abort(item.request_id)
 
+        if params is not None and params.structured_outputs is not None:
+            await asyncio.to_thread(self.grammar_backend)  # not on the event loop: it takes seconds
         request = self._make_request(prompt, params, request_id)
         self._submit(request, sink)
         finished = False

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cortex.engine.outputs import FinishReason
 from cortex.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from cortex.engine.structured.matcher import GrammarMatcher
 
 
 class RequestStatus(enum.Enum):
@@ -39,6 +43,7 @@ class Request:
     num_preemptions: int = 0
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
+    grammar: GrammarMatcher | None = None  # the output constraint, advanced by the scheduler
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -71,5 +76,7 @@ class Request:
             self.finish_reason, self.stop_reason = "stop", token_id
         elif not self.params.ignore_eos and token_id in self.eos_token_ids:
             self.finish_reason = "stop"
+        elif self.grammar is not None and self.grammar.is_terminated:
+            self.finish_reason = "stop"  # the constrained output is complete
         elif self.num_output_tokens >= self.max_tokens or self.num_tokens >= max_model_len:
             self.finish_reason = "length"

@@ -18,6 +18,7 @@ from cortex.engine.batch import ForwardBatch
 from cortex.engine.cache.layer_cache import LayerCache
 from cortex.engine.sampling import SamplerOutput, SamplingRow, sample
 from cortex.engine.scheduler import ScheduledBatch
+from cortex.engine.structured.logits import GrammarRow, keep_within_budget, mask_logits
 
 Model = Callable[[ForwardBatch, Sequence[LayerCache]], torch.Tensor]
 
@@ -79,19 +80,30 @@ class ModelRunner:
     def execute(self, batch: ScheduledBatch) -> SamplerOutput:
         """Run one step; returns one sampled token per sampling seq of ``batch``, in order."""
         logits = self.model(self.prepare(batch), self.caches)
+        requests = [seq.request for seq in batch.seqs if seq.samples]
         rows = [
             SamplingRow(
-                params=seq.request.params,
-                prompt_token_ids=seq.request.prompt_token_ids,
-                output_token_ids=seq.request.output_token_ids,
-                generator=self._generator(seq.request.request_id, seq.request.params.seed),
+                params=request.params,
+                prompt_token_ids=request.prompt_token_ids,
+                output_token_ids=request.output_token_ids,
+                generator=self._generator(request.request_id, request.params.seed),
             )
-            for seq in batch.seqs
-            if seq.samples
+            for request in requests
         ]
         if not rows:
             return SamplerOutput([], [])
-        return sample(logits, rows)
+        # structured outputs: the grammar masks before sampling and vets the sampled token after it
+        grammars: list[GrammarRow] = [
+            (i, request.grammar, request.max_tokens - request.num_output_tokens)
+            for i, request in enumerate(requests)
+            if request.grammar is not None
+        ]
+        if grammars:
+            mask_logits(logits, grammars)
+        output = sample(logits, rows)
+        if grammars:
+            keep_within_budget(logits, output, grammars)
+        return output
 
     def _generator(self, request_id: str, seed: int | None) -> torch.Generator:
         generator = self._generators.get(request_id)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cortex.engine.structured.params import StructuredOutputsParams
 from cortex.errors import InvalidRequestError
 
 # Used when neither the request nor the model's generation_config.json sets a value.
@@ -49,6 +50,7 @@ class SamplingParams:
     stop: strings that end generation; the matched string is not part of the output.
     stop_token_ids: token ids that end generation (in addition to the model's eos unless ignore_eos).
     logprobs: when set, the log-probability of each sampled token and the top-``logprobs`` alternatives.
+    structured_outputs: a JSON schema, JSON object or grammar the output must follow (docs/structured.md).
     """
 
     max_tokens: int | None = 16
@@ -64,6 +66,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float | None = None
     logprobs: int | None = None
+    structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", _as_tuple(self.stop, "stop", str))

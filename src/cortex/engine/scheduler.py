@@ -193,6 +193,8 @@ class Scheduler:
             if token_id is None:
                 continue
             request.output_token_ids.append(token_id)
+            if request.grammar is not None:
+                request.grammar.accept(token_id)
             request.check_stop(token_id, max_model_len=self.max_model_len)
             if request.finish_reason is not None:
                 self.finish(request, request.finish_reason, request.stop_reason)

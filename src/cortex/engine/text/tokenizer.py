@@ -99,8 +99,10 @@ class Tokenizer:
         chat_template: str | None = None,
         special_tokens: Mapping[str, str] | None = None,
         eos_token_ids: Sequence[int] = (),
+        path: Path | None = None,
     ) -> None:
         self._tokenizer = tokenizer
+        self.path = path  # the tokenizer.json it was read from, if any
         self.special_tokens: dict[str, str] = dict(special_tokens or {})
         self.chat_template = ChatTemplate(chat_template)
         ids: list[int] = []
@@ -148,7 +150,17 @@ class Tokenizer:
         for name in ("generation_config.json", "config.json"):
             if (folder / name).is_file():
                 eos_ids += _as_id_list(_read_json(folder / name).get("eos_token_id"))
-        return cls(backend, chat_template=template, special_tokens=special_tokens, eos_token_ids=eos_ids)
+        return cls(
+            backend,
+            chat_template=template,
+            special_tokens=special_tokens,
+            eos_token_ids=eos_ids,
+            path=tokenizer_file,
+        )
+
+    def to_json(self) -> str:
+        """The ``tokenizers`` tokenizer as tokenizer.json text."""
+        return str(self._tokenizer.to_str())
 
     @property
     def vocab_size(self) -> int:
