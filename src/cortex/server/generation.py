@@ -86,7 +86,12 @@ class Generation:
         """The engine's chat deltas; the last one carries ``finish_reason`` and ``usage``."""
         usage: Usage | None = None
         stream = self.engine.chat_stream(
-            request.messages, request.params, tools=request.tools, **request.template_kwargs
+            request.messages,
+            request.params,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            parallel_tool_calls=request.parallel_tool_calls,
+            **request.template_kwargs,
         )
         async for delta in stream:
             self._mark(1)

@@ -34,6 +34,7 @@ JSON_COMPILE_OPTIONS: JsonCompileOptions = {
 _SHARED: dict[tuple[object, ...], GrammarBackend] = {}
 _SHARED_LOCK = threading.Lock()
 _MAX_SHARED = 4
+MAX_TOKEN_BYTES = 32  # longest token tried when following a closing path
 
 
 def json_schema_grammar(schema: dict[str, Any]) -> str:
@@ -81,6 +82,25 @@ class GrammarBackend:
                 while len(_SHARED) > _MAX_SHARED:
                     del _SHARED[next(iter(_SHARED))]
             return backend
+
+    def special_token(self, token_id: int) -> bool:
+        return bool(self.ll_tokenizer.is_special_token(token_id))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes(self.ll_tokenizer.decode_bytes([token_id]))
+
+    def greedy_tokens(self, data: bytes) -> list[int]:
+        """``data`` as the longest known token at each position (how a closing path is followed)."""
+        tokens: list[int] = []
+        table = self.tokens_by_bytes
+        start = 0
+        while start < len(data):
+            end = min(len(data), start + MAX_TOKEN_BYTES)
+            while data[start:end] not in table:
+                end -= 1  # single bytes are always in the table
+            tokens.append(table[data[start:end]])
+            start = end
+        return tokens
 
     def _byte_token(self, byte: int) -> int:
         ids = self.ll_tokenizer.tokenize_bytes(bytes([byte]))

@@ -2,8 +2,9 @@
 
 A random-weight model constrained to a JSON string picks among ~200k allowed tokens, of which a few
 hundred close it, so it may never reach the closing quote before ``max_tokens``. The engine therefore
-keeps, per constrained request, the length of a closing path (in single-byte tokens, plus one for the
-end-of-sequence token where the grammar ends on it): an upper bound on the tokens still needed. Once the
+keeps, per constrained request, the length of a closing path (its text in greedy longest-prefix tokens, plus
+its special tokens and the end-of-sequence token where the grammar ends on it): the tokens still needed
+when only that path is followed. Once the
 request's remaining budget reaches that bound, only tokens that follow the path are allowed, so the
 output is complete within ``max_tokens`` (see :mod:`cortex.engine.structured.matcher`).
 
@@ -56,31 +57,41 @@ class Matcher(Protocol):
 
     def is_accepting(self) -> bool: ...
 
-    def compute_ff_bytes(self) -> bytes: ...
+    def compute_ff_tokens(self) -> list[int]: ...
+
+
+class Vocabulary(Protocol):
+    """What the search needs to know of the tokenizer (the GrammarBackend)."""
+
+    @property
+    def byte_tokens(self) -> Sequence[int]: ...  # byte_tokens[b]: the token id of the single byte b
+
+    def special_token(self, token_id: int) -> bool: ...
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+    def greedy_tokens(self, data: bytes) -> list[int]: ...
+
+
+Segment = bytes | int  # text (each byte one single-byte token at most), or a special token's id
 
 
 @dataclass(frozen=True, slots=True)
 class ClosingPath:
-    data: bytes  # completes the grammar; each byte is one single-byte token
-    needs_eos: bool  # the grammar ends on the end-of-sequence token after ``data``
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.data) + self.needs_eos
+    segments: tuple[Segment, ...]  # complete the grammar, in order
+    needs_eos: bool  # the grammar ends on the end-of-sequence token after them
+    num_tokens: int  # to follow it: text in greedy longest-prefix tokens, plus specials and EOS
 
 
 def closing_path(
     matcher: Matcher,
-    byte_tokens: Sequence[int],
+    vocabulary: Vocabulary,
     *,
     closers: Sequence[bytes] = CLOSERS,
     limit: int = 1024,
 ) -> ClosingPath | None:
-    """The greedy closing path from ``matcher``'s state, which is left unchanged; None past ``limit``.
-
-    ``byte_tokens[b]`` is the token id of the single byte ``b``.
-    """
-    search = _Search(matcher, byte_tokens)
+    """The greedy closing path from ``matcher``'s state, which is left unchanged; None past ``limit``."""
+    search = _Search(matcher, vocabulary)
     try:
         return search.run(closers, limit)
     finally:
@@ -88,27 +99,45 @@ def closing_path(
 
 
 class _Search:
-    def __init__(self, matcher: Matcher, byte_tokens: Sequence[int]) -> None:
+    def __init__(self, matcher: Matcher, vocabulary: Vocabulary) -> None:
         self.matcher = matcher
-        self.byte_tokens = byte_tokens
+        self.vocabulary = vocabulary
+        self.byte_tokens = vocabulary.byte_tokens
         self.consumed = 0  # tokens taken on the matcher, rolled back at the end
+        self.segments: list[Segment] = []
+        self.length = 0  # in bytes and special tokens
+
+    def _add(self, segment: Segment) -> None:
+        if isinstance(segment, bytes) and self.segments and isinstance(self.segments[-1], bytes):
+            self.segments[-1] += segment
+        else:
+            self.segments.append(segment)
+        self.length += len(segment) if isinstance(segment, bytes) else 1
 
     def run(self, closers: Sequence[bytes], limit: int) -> ClosingPath | None:
-        path = bytearray()
         while not self.matcher.is_stopped():
             if self.matcher.is_accepting():
-                return ClosingPath(bytes(path), needs_eos=True)
-            if len(path) >= limit:
+                return self._path(needs_eos=True)
+            if self.length >= limit:
                 return None
-            forced = self.matcher.compute_ff_bytes()
-            if forced and self._take(forced):
-                path += forced
+            forced = self.matcher.compute_ff_tokens()  # what the grammar forces (a key, a special token)
+            if forced and self.matcher.try_consume_tokens(forced) == len(forced):
+                self.consumed += len(forced)
+                for token_id in forced:
+                    special = self.vocabulary.special_token(token_id)
+                    self._add(token_id if special else self.vocabulary.token_bytes(token_id))
                 continue
             step = self._free_step(closers) if self._is_free() else self._structure_step()
             if step is None:
-                return None  # only multi-byte or special tokens continue from here
-            path += step
-        return ClosingPath(bytes(path), needs_eos=False)
+                return None  # only multi-byte tokens continue from here
+            self._add(step)
+        return self._path(needs_eos=False)
+
+    def _path(self, *, needs_eos: bool) -> ClosingPath:
+        num_tokens = needs_eos + sum(
+            len(self.vocabulary.greedy_tokens(s)) if isinstance(s, bytes) else 1 for s in self.segments
+        )
+        return ClosingPath(tuple(self.segments), needs_eos=needs_eos, num_tokens=num_tokens)
 
     def _take(self, data: bytes) -> bool:
         tokens = [self.byte_tokens[b] for b in data]

@@ -14,7 +14,7 @@ length of a closing path, an upper bound on the tokens that complete the grammar
 :data:`RECHECK_MARGIN` (the *closing zone*). In the zone a sampled token is kept only if the grammar can
 still be closed within the budget after it (:meth:`fits`); otherwise the runner takes the most likely
 token that follows the path instead. When the budget left equals the bound, only tokens that follow the
-path are allowed (any token whose bytes are a prefix of the rest of it). So a constrained output is
+path are allowed (its greedy longest-prefix tokenization, as the bound counts it). So a constrained output is
 complete within ``max_tokens``. In the reasoning phase the reasoning end token is forced when the budget
 left is the shortest completion of the grammar plus that token.
 """
@@ -27,7 +27,7 @@ import torch
 from llguidance import LLMatcher
 
 from cortex.engine.structured.bitmask import allow_only, fill_bitmask
-from cortex.engine.structured.closing import ClosingPath, closing_path
+from cortex.engine.structured.closing import ClosingPath, Segment, closing_path
 from cortex.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 RECHECK_EVERY = 8
 RECHECK_MARGIN = 16
-MAX_TOKEN_BYTES = 64  # longest token considered when following a closing path
 
 
 class GrammarMatcher:
@@ -63,7 +62,7 @@ class GrammarMatcher:
                 param="max_tokens",
             )
         self._tokens_since_bound = 0
-        self._forced: bytes | None = None  # the rest of the closing path being followed
+        self._forced: list[Segment] | None = None  # the rest of the closing path being followed
 
     @property
     def is_terminated(self) -> bool:
@@ -82,7 +81,7 @@ class GrammarMatcher:
             if self._in_closing_zone(remaining) or self._tokens_since_bound >= RECHECK_EVERY:
                 self._refresh_bound()
             if self._bound is not None and remaining <= self._bound.num_tokens:
-                self._forced = self._bound.data
+                self._forced = list(self._bound.segments)
         if self._forced is not None:
             allow_only(row, self.closing_tokens())
         else:
@@ -105,15 +104,18 @@ class GrammarMatcher:
 
     def closing_tokens(self) -> list[int]:
         """Tokens that follow the closing path (the forced one, else the current bound's)."""
-        path = self._forced if self._forced is not None else self._bound.data if self._bound else None
+        path = (
+            self._forced if self._forced is not None else list(self._bound.segments) if self._bound else None
+        )
         if path is None:
             return []
         if not path:
             return [self._backend.eos_token_id]  # the path is followed; the grammar ends on EOS
-        table = self._backend.tokens_by_bytes
-        prefixes = (path[:k] for k in range(1, min(len(path), MAX_TOKEN_BYTES) + 1))
-        candidates = sorted({table[prefix] for prefix in prefixes if prefix in table})
-        return [t for t in candidates if self._allows(t)] or [self._backend.byte_tokens[path[0]]]
+        head = path[0]
+        if isinstance(head, int):
+            return [head]
+        first = self._backend.greedy_tokens(head)[0]
+        return [first] if self._allows(first) else [self._backend.byte_tokens[head[0]]]
 
     def accept(self, token_id: int) -> None:
         """Advance past the token the request keeps."""
@@ -128,8 +130,7 @@ class GrammarMatcher:
             return
         self._tokens_since_bound += 1
         if self._forced is not None:
-            data = self._backend.ll_tokenizer.decode_bytes([token_id])
-            self._forced = self._forced[len(data) :] if data and self._forced.startswith(data) else None
+            self._forced = _follow(self._forced, token_id, self._backend.token_bytes(token_id))
         if self._matcher.is_stopped():
             self.phase = "done"
 
@@ -145,10 +146,21 @@ class GrammarMatcher:
         self._tokens_since_bound = 0
 
     def _closing_path(self) -> ClosingPath | None:
-        return closing_path(self._matcher, self._backend.byte_tokens)
+        return closing_path(self._matcher, self._backend)
 
     def _allows(self, token_id: int) -> bool:
         if self._matcher.try_consume_tokens([token_id]):
             self._matcher.rollback(1)
             return True
         return False
+
+
+def _follow(path: list[Segment], token_id: int, data: bytes) -> list[Segment] | None:
+    """The rest of ``path`` after ``token_id`` (with bytes ``data``); None if it left the path."""
+    head = path[0] if path else None
+    if isinstance(head, int):
+        return path[1:] if token_id == head else None
+    if head is None or not data or not head.startswith(data):
+        return None
+    rest = head[len(data) :]
+    return ([rest] if rest else []) + path[1:]

@@ -7,7 +7,9 @@
 - Reasoning: when the rendered prompt leaves ``<think>`` open (Qwen with thinking on) the output starts
   inside reasoning; see :mod:`cortex.engine.text.reasoning`.
 - Tool calls are parsed only when ``tools`` are given (Qwen XML and Hermes JSON forms); a reply with a
-  call has ``finish_reason="tool_calls"``.
+  call has ``finish_reason="tool_calls"``. ``tool_choice="required"`` forces one or more calls (pass only
+  the named tool to force that one), and ``params.structured_outputs`` constrains the reply, both by
+  grammar-constrained sampling (:mod:`cortex.engine.text.output_grammar`).
 - ``usage.reasoning_tokens``: generated tokens up to and including the one that closes the reasoning
   block (exact when ``</think>`` is a single token, as for Qwen); otherwise the reasoning text re-encoded.
 """
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 
 from cortex.engine.outputs import ChatDelta, ChatFinishReason, ChatReply, RequestOutput, StreamDelta, Usage
 from cortex.engine.sampling_params import SamplingParams
+from cortex.engine.text.output_grammar import constrain
 from cortex.engine.text.reasoning import THINK_END, ReasoningParser, parse_reasoning, prompt_opens_reasoning
 from cortex.engine.text.tokenizer import Tokenizer
 from cortex.engine.text.tool_calls import ToolCall, ToolCallParser, parse_tool_calls
@@ -108,12 +111,23 @@ def chat(
     messages: Sequence[Mapping[str, Any]],
     params: SamplingParams | None = None,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    tool_choice: str = "auto",
+    parallel_tool_calls: bool = True,
     **template_kwargs: Any,
 ) -> ChatReply:
     """Run one chat turn to completion (see the module docstring)."""
     tokenizer = _tokenizer_of(engine)
     prompt, prompt_ids = _render(tokenizer, messages, tools, template_kwargs)
     starts_in_reasoning = prompt_opens_reasoning(prompt)
+    params = constrain(
+        params,
+        tokenizer=tokenizer,
+        opens_reasoning=starts_in_reasoning,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+    )
     output = engine.generate([prompt_ids], params)[0]
     reasoning, content = parse_reasoning(output.text, starts_in_reasoning=starts_in_reasoning)
     calls: list[ToolCall] = []
@@ -142,12 +156,23 @@ async def stream_chat(
     messages: Sequence[Mapping[str, Any]],
     params: SamplingParams | None = None,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    tool_choice: str = "auto",
+    parallel_tool_calls: bool = True,
     **template_kwargs: Any,
 ) -> AsyncIterator[ChatDelta]:
     """Stream one chat turn as content, reasoning and tool-call deltas; the last has finish_reason, usage."""
     tokenizer = _tokenizer_of(engine)
     prompt, prompt_ids = _render(tokenizer, messages, tools, template_kwargs)
     starts_in_reasoning = prompt_opens_reasoning(prompt)
+    params = constrain(
+        params,
+        tokenizer=tokenizer,
+        opens_reasoning=starts_in_reasoning,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+    )
     reasoning_parser = ReasoningParser(starts_in_reasoning=starts_in_reasoning)
     tool_parser = ToolCallParser(tools) if tools else None
     counter = _ReasoningTokenCounter(tokenizer)

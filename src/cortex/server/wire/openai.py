@@ -1,8 +1,9 @@
 """The OpenAI dialect on the neuron: Chat Completions and Completions bodies in, JSON and chunks out.
 
 Parsing checks types and values and raises :class:`cortex.errors.InvalidRequestError` naming the
-field. A field whose meaning cannot be served (``n`` > 1, ``logit_bias``, JSON ``response_format``,
-``echo``, ...) is rejected; fields that are only hints (``user``, ``metadata``, ``store``,
+field. A field whose meaning cannot be served (``n`` > 1, ``logit_bias``, ``echo``, ...) is rejected;
+``response_format`` (``json_object``, ``json_schema``) and a forcing ``tool_choice`` are enforced by
+constrained decoding (docs/structured.md); fields that are only hints (``user``, ``metadata``, ``store``,
 ``parallel_tool_calls``, ``service_tier``, unknown keys) are accepted and ignored (docs/servers.md).
 
 cortex extensions (used by the gateway, harmless for other callers): ``top_k``, ``min_p``,
@@ -17,11 +18,13 @@ Outputs: :func:`chat_completion` / :func:`chat_completion_chunks` and :func:`com
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
 from cortex.engine.outputs import TokenLogprob, Usage
 from cortex.engine.sampling_params import SamplingParams
+from cortex.engine.structured.params import StructuredOutputsParams
 from cortex.errors import InvalidRequestError
 from cortex.server.generation import Generation, stream_usage
 from cortex.server.wire.fields import NUMBER, field, reject
@@ -77,10 +80,16 @@ def _common(body: dict[str, Any], *, logprobs: int | None) -> dict[str, Any]:
     }
 
 
-def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+def _check_tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str]:
+    """The tools the model sees and whether a call is forced ("required"; a named choice leaves only
+    that tool), or "auto"."""
     tools: list[dict[str, Any]] | None = field(body, "tools", list)
     if not tools:
-        return None
+        if body.get("tool_choice") not in (None, "none", "auto"):
+            raise InvalidRequestError(
+                "tool_choice forces a tool call, but no tools are given", param="tool_choice"
+            )
+        return None, "auto"
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if (
@@ -95,9 +104,9 @@ def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
             raise InvalidRequestError(f"tools[{i}].function.name must be a string", param=f"tools[{i}]")
     choice = body.get("tool_choice", "auto")
     if choice == "none":
-        return None
+        return None, "auto"
     if choice in ("auto", "required"):
-        return tools
+        return tools, choice
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
         chosen = [t for t in tools if t["function"]["name"] == name]
@@ -105,7 +114,7 @@ def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
             raise InvalidRequestError(
                 f"tool_choice names {name!r}, which is not in tools", param="tool_choice"
             )
-        return chosen
+        return chosen, "required"
     raise InvalidRequestError(
         "tool_choice must be 'none', 'auto', 'required' or a named function", param="tool_choice"
     )
@@ -124,9 +133,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
             raise InvalidRequestError(
                 f"messages[{i}].role {message['role']!r} is not a chat role", param=f"messages[{i}].role"
             )
-    response_format = field(body, "response_format", dict, {"type": "text"})
-    if response_format.get("type") != "text":
-        reject("response_format", "constrained JSON output is not implemented; ask in the prompt")
+    structured = _response_format(field(body, "response_format", dict, {"type": "text"}))
     for name in ("functions", "function_call"):
         if name in body:
             reject(name, "use tools and tool_choice")
@@ -141,12 +148,38 @@ def parse_chat_request(body: Any) -> ChatRequest:
     effort = field(body, "reasoning_effort", str)
     if effort in ("none", "minimal"):
         template_kwargs.setdefault("enable_thinking", False)
-    tools = _check_tools(body)
+    tools, tool_choice = _check_tools(body)
+    common = _common(body, logprobs=logprobs)
+    if structured is not None:
+        common["params"] = dataclasses.replace(common["params"], structured_outputs=structured)
     return ChatRequest(
-        **_common(body, logprobs=logprobs),
+        **common,
         messages=[m if m["role"] != "developer" else {**m, "role": "system"} for m in messages],
         tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=field(body, "parallel_tool_calls", bool, True),
         template_kwargs=template_kwargs,
+    )
+
+
+def _response_format(response_format: dict[str, Any]) -> StructuredOutputsParams | None:
+    """OpenAI ``response_format`` as the engine's constraint: ``text`` (none), ``json_object``, or
+    ``json_schema`` (``strict`` or not, the schema is enforced; without one, any JSON object)."""
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    if kind == "json_schema":
+        spec = field(response_format, "json_schema", dict, None)
+        if spec is None:
+            raise InvalidRequestError("response_format.json_schema is required", param="response_format")
+        schema = field(spec, "schema", dict, None)
+        if schema is None:
+            return StructuredOutputsParams(json_object=True)
+        return StructuredOutputsParams.from_schema(schema)
+    raise InvalidRequestError(
+        "response_format.type must be 'text', 'json_object' or 'json_schema'", param="response_format"
     )
 
 

@@ -34,6 +34,8 @@ class GenerationRequest:
 class ChatRequest(GenerationRequest):
     messages: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str = "auto"  # "required": the reply is one or more calls to ``tools``
+    parallel_tool_calls: bool = True
     template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
