@@ -288,7 +288,7 @@ async def test_anthropic_sdk_messages_and_count_tokens(neuron, client):
             {
                 "model": "alpha",
                 "messages": [{"role": "user", "content": "x"}],
-                "response_format": {"type": "json_object"},
+                "response_format": {"type": "regex"},
             },
             400,
             "response_format",

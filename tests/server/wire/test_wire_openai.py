@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cortex.errors import ContextLengthError, InvalidRequestError
@@ -57,7 +59,9 @@ def test_served_fields_reach_the_request():
     [
         ({"n": 3}, "n"),
         ({"logit_bias": {"1": 5}}, "logit_bias"),
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+        ({"response_format": {"type": "regex"}}, "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"tool_choice": "required"}, "tool_choice"),
         ({"functions": []}, "functions"),
         ({"audio": {"voice": "x"}}, "audio"),
         ({"modalities": ["text", "audio"]}, "modalities"),
@@ -105,3 +109,29 @@ def test_clamping_and_context_errors():
         clamp_params(params, prompt_len=10, max_model_len=50, clamp=False)
     with pytest.raises(ContextLengthError):
         clamp_params(params, prompt_len=50, max_model_len=50, clamp=True)
+
+
+def test_response_format_and_forcing_tool_choices_become_engine_constraints():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    request = chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    structured = request.params.structured_outputs
+    assert structured is not None
+    assert json.loads(structured.json or "") == schema
+    assert chat(response_format={"type": "json_object"}).params.structured_outputs.json_object
+    assert chat(
+        response_format={"type": "json_schema", "json_schema": {"name": "x"}}
+    ).params.structured_outputs.json_object
+    assert chat(response_format={"type": "text"}).params.structured_outputs is None
+    tools = [{"type": "function", "function": {"name": f}} for f in ("f", "g")]
+    assert (chat(tools=tools).tool_choice, chat(tools=tools, tool_choice="required").tool_choice) == (
+        "auto",
+        "required",
+    )
+    named = chat(
+        tools=tools, tool_choice={"type": "function", "function": {"name": "g"}}, parallel_tool_calls=False
+    )
+    assert (named.tool_choice, [t["function"]["name"] for t in named.tools], named.parallel_tool_calls) == (
+        "required",
+        ["g"],
+        False,
+    )
