@@ -150,3 +150,27 @@ def test_top_k_fast_path_draws_from_the_same_support_as_full_filtering():
     support = set(torch.isfinite(apply_top_p(apply_top_k(x, k), p))[0].nonzero().flatten().tolist())
     drawn = {sample(x, [row(seed=s, temperature=1.0, top_k=10, top_p=0.6)]).token_ids[0] for s in range(200)}
     assert drawn == support
+
+
+def poisoned_row(**params) -> SamplingRow:
+    """A row whose top_k got past validation (as 2**63 once did) and overflows the sampler's int64."""
+    poisoned = row(**params)
+    object.__setattr__(poisoned.params, "top_k", 2**63)
+    return poisoned
+
+
+def test_a_row_that_cannot_be_sampled_fails_alone():
+    x = logits(3)
+    clean = sample(x[[0, 2]], [row(seed=42, temperature=1.0), row(temperature=0.0, logprobs=2)])
+    rows = [
+        row(seed=42, temperature=1.0),
+        poisoned_row(seed=1, temperature=1.0),
+        row(temperature=0.0, logprobs=2),
+    ]
+    out = sample(x, rows)
+    assert list(out.errors) == [1]
+    assert "Overflow" in str(out.errors[1])
+    assert out.token_ids == [clean.token_ids[0], -1, clean.token_ids[1]]
+    assert out.logprobs == [None, None, clean.logprobs[1]]
+    alone = sample(x[:1], [poisoned_row(seed=1, temperature=1.0)])
+    assert (alone.token_ids, list(alone.errors)) == ([-1], [0])

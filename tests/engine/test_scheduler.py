@@ -250,3 +250,28 @@ def test_random_workloads_keep_the_books_balanced(actions):
     assert all(r.is_finished for r in requests)
     assert all(len(r.output_token_ids) == r.max_tokens for r in requests if r.finish_reason == "length")
     assert scheduler.block_allocator.num_used == scheduler.slot_allocator.num_used == 0
+
+
+def test_requeue_drops_a_running_requests_progress():
+    scheduler = make_scheduler()
+    a = make_request("a", 5)
+    scheduler.add(a)
+    step(scheduler)
+    scheduler.requeue(a)
+    assert (a.status, a.num_computed_tokens, a.state_slot) == (RequestStatus.WAITING, 0, None)
+    assert scheduler.block_allocator.num_used == scheduler.slot_allocator.num_used == 0
+    assert shape(scheduler.schedule()) == [("a", 0, 6)]
+
+
+def test_schedule_only_runs_those_and_preempts_others_for_their_room():
+    scheduler = make_scheduler(num_slots=2, max_num_seqs=2)
+    a, b, c = make_request("a", 5), make_request("b", 5), make_request("c", 5)
+    for request in (a, b, c):
+        scheduler.add(request)
+    assert shape(step(scheduler)[0]) == [("a", 0, 5), ("b", 0, 5)]
+    batch = scheduler.schedule(only={c})
+    assert shape(batch) == [("c", 0, 5)]
+    assert batch.preempted == (b,)  # the newest outsider, for c's slot; a keeps its blocks and waits
+    assert (a.status, a.num_computed_tokens) == (RequestStatus.RUNNING, 5)
+    scheduler.update(batch, [7])
+    assert shape(scheduler.schedule(only={c})) == [("c", 5, 1)]

@@ -9,11 +9,17 @@ consumers) only adds requests and receives deltas through a thread-safe sink. ``
 the scheduler and the tracked requests; it is not held during the forward, so ``abort`` returns at
 once (an aborted request's blocks may still be written by the step in flight, but nothing else can
 own them before that step ends).
+
+No request fails another's step: a row whose sampling raises fails only its request (``sample``), as
+does an error turning a request's token into text; a forward step that raises fails its request if it
+ran alone, and otherwise goes to the :class:`Quarantine`, which reruns its requests apart until the one
+that fails alone is found. The engine keeps serving throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -33,6 +39,7 @@ from cortex.engine.errors import EngineError
 from cortex.engine.kernels.selection import resolve_kernels
 from cortex.engine.output_processor import OutputCollector, RequestStream, Sink, token_logprobs
 from cortex.engine.outputs import ChatDelta, ChatReply, RequestOutput, StreamDelta
+from cortex.engine.quarantine import Quarantine
 from cortex.engine.request import Request
 from cortex.engine.runner import Model, ModelRunner
 from cortex.engine.sampling import RowLogprobs
@@ -42,6 +49,8 @@ from cortex.engine.stats import EngineStats, ThroughputMeter
 from cortex.engine.structured.backend import GrammarBackend
 from cortex.engine.text.tokenizer import Tokenizer
 from cortex.errors import ContextLengthError, InvalidRequestError
+
+log = logging.getLogger("cortex.engine")
 
 CPU_CACHE_MEMORY_BYTES = 1 << 30
 CUDA_CACHE_MEMORY_FRACTION = 0.8  # of the free device memory once the weights are loaded
@@ -121,6 +130,8 @@ class Engine:
         self._total_prompt_tokens = 0
         self._total_generated_tokens = 0
         self._num_preemptions = 0
+        self._num_failed_steps = 0
+        self._quarantine = Quarantine()
 
     @classmethod
     def from_pretrained(
@@ -274,12 +285,16 @@ class Engine:
             for request_id in self._released_ids:
                 self._runner.release(request_id)
             self._released_ids.clear()
-            batch = self._scheduler.schedule()
+            batch = self._scheduler.schedule(only=self._quarantine.current())
             if batch.is_empty:
                 raise EngineError(f"the scheduler made no progress ({self._scheduler.num_waiting} waiting)")
             self._num_preemptions += len(batch.preempted)
         start_s = time.perf_counter()
-        output = self._runner.execute(batch)
+        try:
+            output = self._runner.execute(batch)
+        except Exception as exc:
+            self._step_failed(batch, exc)
+            return
         end_s = time.perf_counter()
         with self._lock:
             self._meter.record(
@@ -288,10 +303,17 @@ class Engine:
                 num_prefill_tokens=batch.num_prefill_tokens,
                 num_decode_tokens=batch.num_decode_tokens,
             )
+            sampling_seqs = [seq for seq in batch.seqs if seq.samples]
+            for row, error in output.errors.items():
+                self._fail(sampling_seqs[row].request, f"sampling failed: {error!r}", cause=error)
             logprobs = self._logprobs_by_request(batch, output.logprobs)
             for request in self._scheduler.update(batch, output.token_ids):
                 self._total_generated_tokens += 1
-                self._emit(request, logprobs.get(request.request_id))
+                try:
+                    self._emit(request, logprobs.get(request.request_id))
+                except Exception as exc:
+                    self._fail(request, f"turning a token into text failed: {exc!r}", cause=exc)
+            self._quarantine.step_succeeded(batch)
             for seq in batch.seqs:
                 if seq.request.is_finished:
                     self._runner.release(seq.request.request_id)
@@ -314,6 +336,29 @@ class Engine:
         if request.is_finished:
             del self._tracked[request.request_id]
         stream.send([token_id], text, token_logprobs(self.tokenizer, token_id, row_logprobs))
+
+    def _step_failed(self, batch: ScheduledBatch, error: Exception) -> None:
+        """A forward step raised: fail its request if it ran alone, else requeue its requests (their
+        caches may be half-written) into the quarantine, which runs them apart next."""
+        log.warning("a forward step of %d requests failed", len(batch.seqs), exc_info=error)
+        with self._lock:
+            self._num_failed_steps += 1
+            culprit = self._quarantine.step_failed(batch)
+            for seq in batch.seqs:
+                if seq.request is culprit:
+                    self._fail(culprit, f"a forward step failed: {error!r}", cause=error)
+                elif not seq.request.is_finished:
+                    self._scheduler.requeue(seq.request)
+
+    def _fail(self, request: Request, message: str, *, cause: BaseException) -> None:
+        """End one request now; its consumer gets EngineError(message) from ``cause``. Under the lock."""
+        self._scheduler.finish(request, "abort")
+        self._released_ids.append(request.request_id)
+        stream = self._tracked.pop(request.request_id, None)
+        if stream is not None:
+            error = EngineError(message)
+            error.__cause__ = cause
+            stream.sink(error)
 
     def _fail_all(self, message: str, *, cause: BaseException | None = None) -> None:
         """End every request in flight; each consumer gets its own EngineError(message) from ``cause``."""
@@ -458,6 +503,7 @@ class Engine:
                 total_prompt_tokens=self._total_prompt_tokens,
                 total_generated_tokens=self._total_generated_tokens,
                 num_preemptions=self._num_preemptions,
+                num_failed_steps=self._num_failed_steps,
             )
 
     def close(self) -> None:

@@ -8,12 +8,16 @@ draw from the row's own CPU ``torch.Generator`` (one uniform per token, inverse-
 gets the same tokens whatever else is in the batch, on any device. Log-probabilities are those of the
 model's raw distribution (``log_softmax`` of the logits before any penalty or warper), as vLLM returns
 them by default.
+
+One row's parameters can never fail its batch-mates: if sampling the batch raises, each row is sampled
+alone (with the uniform it already drew, so every other row gets exactly the token it would have got)
+and the rows that still raise are reported in ``SamplerOutput.errors`` for the engine to fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,8 +42,9 @@ class RowLogprobs:
 
 @dataclass(frozen=True, slots=True)
 class SamplerOutput:
-    token_ids: list[int]
-    logprobs: list[RowLogprobs | None]  # None for rows that did not ask for logprobs
+    token_ids: list[int]  # -1 for the rows in ``errors``
+    logprobs: list[RowLogprobs | None]  # None for rows that did not ask for logprobs (or failed)
+    errors: dict[int, Exception] = field(default_factory=dict)  # row -> why sampling that row alone raised
 
 
 def apply_repetition_penalty(logits: torch.Tensor, token_ids: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -107,8 +112,10 @@ def _penalised(logits: torch.Tensor, row: SamplingRow) -> torch.Tensor:
     return logits
 
 
-def _draw(logits: torch.Tensor, rows: Sequence[SamplingRow]) -> torch.Tensor:
+def _draw(logits: torch.Tensor, rows: Sequence[SamplingRow], uniform: torch.Tensor) -> torch.Tensor:
     """Temperature, top-k, top-p, min-p, then one draw per row. logits: [num_rows, vocab] -> [num_rows].
+
+    uniform: [num_rows] float64 in [0, 1), each row's draw from its own generator.
 
     When every row has a top-k, the other filters and the draw run on the ``max(top_k)`` best logits
     only (sorting a 250k vocabulary is the slow part of sampling); this equals filtering the whole row
@@ -132,21 +139,59 @@ def _draw(logits: torch.Tensor, rows: Sequence[SamplingRow]) -> torch.Tensor:
         logits = apply_top_p(logits, column("top_p", logits.dtype))
     if any(row.params.min_p for row in rows):
         logits = apply_min_p(logits, column("min_p", logits.dtype))
-    # Inverse-CDF sampling with one uniform per row, drawn from the row's own (CPU) generator.
+    # Inverse-CDF sampling with one uniform per row.
     cdf = logits.softmax(dim=-1).double().cumsum(dim=-1)
-    uniform = torch.tensor(
-        [float(torch.rand((), generator=row.generator, dtype=torch.float64)) for row in rows],
-        dtype=torch.float64,
-        device=logits.device,
-    )
-    choice = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(-1), right=True)
+    choice = torch.searchsorted(cdf, (uniform.to(logits.device) * cdf[:, -1]).unsqueeze(-1), right=True)
     choice = choice.clamp(max=logits.shape[-1] - 1)
     return (token_map.gather(-1, choice) if token_map is not None else choice).squeeze(-1)
 
 
 def sample(logits: torch.Tensor, rows: Sequence[SamplingRow]) -> SamplerOutput:
-    """Pick one token per row. logits: [num_rows, vocab] float32, row ``i`` for ``rows[i]``."""
+    """Pick one token per row. logits: [num_rows, vocab] float32, row ``i`` for ``rows[i]``.
+
+    A row whose own sampling raises gets -1 and its exception in ``errors``; the other rows are unaffected.
+    """
     assert logits.shape[0] == len(rows)
+    # One uniform per non-greedy row, drawn first from the row's own (CPU) generator: a draw does not
+    # depend on the logits, so a row sampled again alone below reuses it and gets the same token.
+    uniform = torch.tensor(
+        [
+            float(torch.rand((), generator=row.generator, dtype=torch.float64))
+            for row in rows
+            if not row.params.greedy
+        ],
+        dtype=torch.float64,
+    )
+    try:
+        return _sample(logits, rows, uniform)
+    except Exception as exc:
+        if len(rows) == 1:
+            return SamplerOutput([-1], [None], {0: exc})
+    return _sample_each(logits, rows, uniform)
+
+
+def _sample_each(logits: torch.Tensor, rows: Sequence[SamplingRow], uniform: torch.Tensor) -> SamplerOutput:
+    """``sample`` one row at a time, so that only the rows that raise on their own fail."""
+    token_ids: list[int] = []
+    logprobs: list[RowLogprobs | None] = []
+    errors: dict[int, Exception] = {}
+    num_drawn = 0
+    for i, row in enumerate(rows):
+        draws = uniform[num_drawn : num_drawn + (0 if row.params.greedy else 1)]
+        num_drawn += len(draws)
+        try:
+            out = _sample(logits[i : i + 1], [row], draws)
+        except Exception as exc:
+            errors[i] = exc
+            token_ids.append(-1)
+            logprobs.append(None)
+        else:
+            token_ids.extend(out.token_ids)
+            logprobs.extend(out.logprobs)
+    return SamplerOutput(token_ids, logprobs, errors)
+
+
+def _sample(logits: torch.Tensor, rows: Sequence[SamplingRow], uniform: torch.Tensor) -> SamplerOutput:
     raw_logprobs = (
         logits.log_softmax(dim=-1) if any(row.params.logprobs is not None for row in rows) else None
     )
@@ -162,7 +207,7 @@ def sample(logits: torch.Tensor, rows: Sequence[SamplingRow]) -> SamplerOutput:
     sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
     if sampled:
         index = torch.tensor(sampled, device=logits.device)
-        chosen = chosen.index_copy(0, index, _draw(logits[index], [rows[i] for i in sampled]))
+        chosen = chosen.index_copy(0, index, _draw(logits[index], [rows[i] for i in sampled], uniform))
     token_ids: list[int] = chosen.tolist()
     if raw_logprobs is None:
         return SamplerOutput(token_ids, [None] * len(rows))

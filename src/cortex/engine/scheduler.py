@@ -11,6 +11,10 @@ Each step, ``schedule()`` picks work within ``max_num_batched_tokens``:
 2. then, if nothing was preempted this step, waiting requests in arrival order while a state slot, the
    blocks for their first chunk, the token budget and ``max_num_seqs`` allow.
 
+``schedule(only=...)`` restricts a step to some requests (the engine's quarantine of a failed step's
+requests, see ``quarantine.py``): the others wait, and running ones keep their blocks unless a waiting
+request of ``only`` needs the room, in which case they are preempted, newest first.
+
 A resumed request recomputes its prompt and the tokens it had generated (as one long prefill, chunked
 like any other) and then samples its next token, so its output is the one it would have had without the
 preemption. ``update()`` applies a step's sampled tokens; ``finish()`` ends a request at once and
@@ -20,7 +24,7 @@ returns its blocks and slot (abort, stop strings).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from cortex.engine.cache.block_allocator import BlockAllocator
@@ -127,13 +131,21 @@ class Scheduler:
         request.num_preemptions += 1
         self.waiting.appendleft(request)
 
-    def schedule(self) -> ScheduledBatch:
+    def requeue(self, request: Request) -> None:
+        """Drop a running request's progress, as a preemption does: its blocks and slot go back and it is
+        recomputed from its first token. For the requests of a failed step, whose caches it may have
+        half-written."""
+        self._preempt(request)
+
+    def schedule(self, only: Collection[Request] | None = None) -> ScheduledBatch:
         budget = self.max_num_batched_tokens
         seqs: list[ScheduledSeq] = []
         preempted: list[Request] = []
+        evicted: list[Request] = []  # running requests outside ``only``, preempted to make room for it
         scheduled: set[Request] = set()
-        decodes = [r for r in self.running if r.num_tokens - r.num_computed_tokens == 1]
-        prefills = [r for r in self.running if r.num_tokens - r.num_computed_tokens > 1]
+        runnable = self.running if only is None else [r for r in self.running if r in only]
+        decodes = [r for r in runnable if r.num_tokens - r.num_computed_tokens == 1]
+        prefills = [r for r in runnable if r.num_tokens - r.num_computed_tokens > 1]
         for request in decodes + prefills:
             if budget == 0:
                 break
@@ -154,26 +166,35 @@ class Scheduler:
             seqs.append(ScheduledSeq(request, request.num_computed_tokens, num_new))
             scheduled.add(request)
             budget -= num_new
-        while (
-            not preempted
-            and self.waiting
-            and budget > 0
-            and len(self.running) < self.max_num_seqs
-            and self.slot_allocator.num_free > 0
-        ):
-            request = self.waiting[0]
-            num_new = min(request.num_tokens, budget, self.prefill_chunk_size)
-            needed = self._blocks_needed(request, num_new)
-            if not self.block_allocator.can_allocate(needed):
+        while not preempted and budget > 0:
+            newcomer = next((r for r in self.waiting if only is None or r in only), None)
+            if newcomer is None:
                 break
-            self.waiting.popleft()
-            request.block_table = self.block_allocator.allocate(needed)
-            request.state_slot = self.slot_allocator.allocate()
-            request.status = RequestStatus.RUNNING
-            self.running.append(request)
-            seqs.append(ScheduledSeq(request, 0, num_new))
+            num_new = min(newcomer.num_tokens, budget, self.prefill_chunk_size)
+            needed = self._blocks_needed(newcomer, num_new)
+            while only is not None and not self._can_admit(needed):
+                outsider = next((r for r in reversed(self.running) if r not in only), None)
+                if outsider is None:
+                    break
+                self._preempt(outsider)
+                evicted.append(outsider)
+            if not self._can_admit(needed):
+                break
+            self.waiting.remove(newcomer)
+            newcomer.block_table = self.block_allocator.allocate(needed)
+            newcomer.state_slot = self.slot_allocator.allocate()
+            newcomer.status = RequestStatus.RUNNING
+            self.running.append(newcomer)
+            seqs.append(ScheduledSeq(newcomer, 0, num_new))
             budget -= num_new
-        return ScheduledBatch(tuple(seqs), tuple(preempted))
+        return ScheduledBatch(tuple(seqs), tuple(preempted + evicted))
+
+    def _can_admit(self, num_blocks: int) -> bool:
+        return (
+            len(self.running) < self.max_num_seqs
+            and self.slot_allocator.num_free > 0
+            and self.block_allocator.can_allocate(num_blocks)
+        )
 
     def update(self, batch: ScheduledBatch, sampled_token_ids: Sequence[int]) -> list[Request]:
         """Record a finished step: advance each request's computed tokens and append sampled tokens.

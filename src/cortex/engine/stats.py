@@ -22,6 +22,7 @@ class EngineStats:
     total_prompt_tokens: int  # prompt tokens of every request added so far
     total_generated_tokens: int
     num_preemptions: int
+    num_failed_steps: int = 0  # forward steps that raised (each failed one request or was quarantined)
 
     @property
     def kv_cache_usage(self) -> float:
