@@ -107,7 +107,7 @@ async def test_a_request_that_breaks_sampling_fails_alone_without_a_recompute():
         )
         error = results.pop(1)
         assert isinstance(error, EngineError)
-        assert "sampling failed: RuntimeError('Overflow" in str(error)
+        assert "sampling failed: ValueError('Overflow" in str(error)
         assert results == [next_greedy_tokens(p, 12) for p in (NORMAL[0], NORMAL[1])]
         assert engine.stats().num_failed_steps == 0
         starts = [cached for _, cached_lens in model.steps for cached in cached_lens if cached == 0]
