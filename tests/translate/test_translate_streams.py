@@ -333,7 +333,7 @@ def test_anthropic_stream_without_usage_chunk_and_with_stop_sequence():
         *block(0, {"type": "text", "text": "hi"}),
         *message_end("stop_sequence", 3, "END"),
     ]
-    chunks = a2o(events, model="alias", completion_id="chatcmpl-given")
+    chunks = a2o(events, model="alias", completion_id="chatcmpl-given", include_usage=False)
     assert all("usage" not in c for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"][0]["stop_reason"] == "END"
@@ -343,11 +343,15 @@ def test_anthropic_stream_without_usage_chunk_and_with_stop_sequence():
 
 
 def test_anthropic_stream_cut_short_and_without_message_start():
-    chunks = a2o([*block(0, {"type": "text", "text": ""}, {"type": "text_delta", "text": "x"})], created=1)
+    chunks = a2o(
+        [*block(0, {"type": "text", "text": ""}, {"type": "text_delta", "text": "x"})],
+        created=1,
+        include_usage=False,
+    )
     assert chunks[0]["id"] == "chatcmpl-empty"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert assemble_openai(chunks).choices[0].message.content == "x"
-    assert [c["choices"][0]["delta"] for c in a2o([], created=1)] == [
+    assert [c["choices"][0]["delta"] for c in a2o([], created=1, include_usage=False)] == [
         {"role": "assistant", "content": ""},
         {},
     ]
@@ -474,3 +478,27 @@ def test_builders_finish_once_for_callers_that_drive_them_directly():
     reverse = OpenAIStreamBuilder(model=None, completion_id=None, created=1, include_usage=False)
     assert reverse.feed({"type": "message_stop"})[-1]["choices"][0]["finish_reason"] == "stop"
     assert reverse.finish() == []
+
+
+def test_usage_reaches_the_openai_side_by_default():
+    events = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "model": "m",
+                "usage": {"input_tokens": 9, "cache_read_input_tokens": 2},
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}},
+        {"type": "message_stop"},
+    ]
+    chunks = list(anthropic_to_openai_stream(events, created=1))
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["prompt_tokens"] == 11
+    assert chunks[-1]["usage"]["completion_tokens"] == 4
+    assert all(chunk["usage"] is None for chunk in chunks[:-1])
+    assert "usage" not in list(anthropic_to_openai_stream(events, created=1, include_usage=False))[-2]

@@ -58,11 +58,13 @@ def anthropic_to_openai_stream(
     model: str | None = None,
     completion_id: str | None = None,
     created: int | None = None,
-    include_usage: bool = False,
+    include_usage: bool = True,
 ) -> Iterator[JSON]:
     """Anthropic stream events as OpenAI ``chat.completion.chunk`` dicts.
 
-    ``include_usage`` mirrors the request's ``stream_options.include_usage``.
+    Usage is carried over by default, as ``stream_options.include_usage`` gives it: a last chunk with
+    ``choices: []`` and the usage (other chunks carry ``usage: null``); ``include_usage=False`` for a
+    caller that did not ask for it.
     """
     builder = OpenAIStreamBuilder(
         model=model, completion_id=completion_id, created=created, include_usage=include_usage
@@ -76,7 +78,7 @@ def aanthropic_to_openai_stream(
     model: str | None = None,
     completion_id: str | None = None,
     created: int | None = None,
-    include_usage: bool = False,
+    include_usage: bool = True,
 ) -> AsyncIterator[JSON]:
     """The async twin of ``anthropic_to_openai_stream``."""
     builder = OpenAIStreamBuilder(
