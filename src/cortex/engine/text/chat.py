@@ -66,6 +66,24 @@ def _render(
     return prompt, tokenizer.encode(prompt)
 
 
+def _constrained(
+    params: SamplingParams | None,
+    tokenizer: Tokenizer,
+    opens_reasoning: bool,
+    tools: Sequence[Mapping[str, Any]] | None,
+    tool_choice: str,
+    parallel_tool_calls: bool,
+) -> SamplingParams | None:
+    return constrain(
+        params,
+        tokenizer=tokenizer,
+        opens_reasoning=opens_reasoning,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+    )
+
+
 def _tokenizer_of(engine: ChatEngine) -> Tokenizer:
     if engine.tokenizer is None:
         raise InvalidRequestError(
@@ -120,14 +138,7 @@ def chat(
     tokenizer = _tokenizer_of(engine)
     prompt, prompt_ids = _render(tokenizer, messages, tools, template_kwargs)
     starts_in_reasoning = prompt_opens_reasoning(prompt)
-    params = constrain(
-        params,
-        tokenizer=tokenizer,
-        opens_reasoning=starts_in_reasoning,
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel_tool_calls=parallel_tool_calls,
-    )
+    params = _constrained(params, tokenizer, starts_in_reasoning, tools, tool_choice, parallel_tool_calls)
     output = engine.generate([prompt_ids], params)[0]
     reasoning, content = parse_reasoning(output.text, starts_in_reasoning=starts_in_reasoning)
     calls: list[ToolCall] = []
@@ -165,14 +176,7 @@ async def stream_chat(
     tokenizer = _tokenizer_of(engine)
     prompt, prompt_ids = _render(tokenizer, messages, tools, template_kwargs)
     starts_in_reasoning = prompt_opens_reasoning(prompt)
-    params = constrain(
-        params,
-        tokenizer=tokenizer,
-        opens_reasoning=starts_in_reasoning,
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel_tool_calls=parallel_tool_calls,
-    )
+    params = _constrained(params, tokenizer, starts_in_reasoning, tools, tool_choice, parallel_tool_calls)
     reasoning_parser = ReasoningParser(starts_in_reasoning=starts_in_reasoning)
     tool_parser = ToolCallParser(tools) if tools else None
     counter = _ReasoningTokenCounter(tokenizer)
