@@ -19,6 +19,7 @@ that fails alone is found. The engine keeps serving throughout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from cortex.engine.cache.cache_plan import CachePlan, plan_cache
 from cortex.engine.cache.pools import allocate_caches
 from cortex.engine.cache.slot_allocator import SlotAllocator
 from cortex.engine.config import ModelConfig
+from cortex.engine.cpu import CPU_STEP_LOCK, cpu_capabilities, num_threads_for
 from cortex.engine.engine_config import EngineConfig
 from cortex.engine.errors import EngineError
 from cortex.engine.kernels.selection import resolve_kernels
@@ -92,6 +94,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = torch.device(config.device)
         self.kernels = resolve_kernels(config.kernels, self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(num_threads_for(cpu_capabilities(), config.num_threads))
         dtype = _torch_dtype(config.dtype)
         specs = model_config.layer_cache_specs()
         self.cache_plan: CachePlan = plan_cache(
@@ -147,12 +151,16 @@ class Engine:
         prefill_chunk_size: int | None = None,
         block_size: int = 16,
         kernels: str | None = None,
+        num_threads: int | None = None,
     ) -> Engine:
         """Load a Hugging Face model folder (config.json, safetensors, optional tokenizer.json).
 
         ``kernels``: "auto" | "triton" | "ref" (None: ``CORTEX_KERNELS``, else "auto"); see EngineConfig.
+        On the CPU the weights are laid out for this CPU (``cortex.engine.cpu``): a bf16 checkpoint
+        computes in bf16 where the CPU has bf16 arithmetic, else in fp32 over the bf16 weights.
         """
         from cortex.engine.models import load_model
+        from cortex.engine.models.cpu_layout import prepare_cpu_model
 
         dtype_name = str(dtype).removeprefix("torch.")
         # resolved once here, so the model and the engine agree even if the environment changes
@@ -167,8 +175,11 @@ class Engine:
             device=device,
             dtype=dtype_name,
             kernels=backend,
+            num_threads=num_threads,
         )
         model, model_config = load_model(path, dtype=dtype_name, device=device, kernels=backend)
+        if torch.device(device).type == "cpu":
+            prepare_cpu_model(model, _torch_dtype(dtype_name))
         return cls(model, model_config, config, tokenizer=Tokenizer.from_folder(path))
 
     # ---- requests -------------------------------------------------------------------------------
@@ -289,13 +300,15 @@ class Engine:
             if batch.is_empty:
                 raise EngineError(f"the scheduler made no progress ({self._scheduler.num_waiting} waiting)")
             self._num_preemptions += len(batch.preempted)
-        start_s = time.perf_counter()
-        try:
-            output = self._runner.execute(batch)
-        except Exception as exc:
-            self._step_failed(batch, exc)
-            return
-        end_s = time.perf_counter()
+        # engines sharing a process take turns on the CPU's cores rather than oversubscribing them
+        with CPU_STEP_LOCK if self.device.type == "cpu" else contextlib.nullcontext():
+            start_s = time.perf_counter()
+            try:
+                output = self._runner.execute(batch)
+            except Exception as exc:
+                self._step_failed(batch, exc)
+                return
+            end_s = time.perf_counter()
         with self._lock:
             self._meter.record(
                 start_s=start_s,

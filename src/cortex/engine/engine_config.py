@@ -32,6 +32,7 @@ class EngineConfig:
     kernels: the ops' implementation, "auto" (Triton kernels on CUDA, PyTorch references on CPU), "triton"
         or "ref"; ``None`` means the ``CORTEX_KERNELS`` environment variable, else "auto"
         (``cortex.engine.kernels.selection``).
+    num_threads: the CPU's intra-op threads; ``None`` means one per physical core (ignored on CUDA).
     """
 
     max_num_seqs: int = 32
@@ -43,6 +44,7 @@ class EngineConfig:
     device: str = "cpu"
     dtype: str = "float32"
     kernels: str | None = None
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -57,6 +59,7 @@ class EngineConfig:
             "prefill_chunk_size",
             "block_size",
             "cache_memory_bytes",
+            "num_threads",
         ):
             positive(name)
         if self.prefill_chunk_size is not None and self.prefill_chunk_size > self.max_num_batched_tokens:

@@ -46,12 +46,21 @@ def gated_delta_rule_decode_ref(
 ) -> torch.Tensor:
     # q, k: [num_seqs, num_k_heads, head_k_dim]; v: [num_seqs, num_v_heads, head_v_dim]; g, beta: [num_seqs,
     # num_v_heads]; state: [num_slots, num_v_heads, head_k_dim, head_v_dim] fp32; one step per sequence
+    # With the decay d = exp(g) and the old state S, both products come from S in one batched matmul:
+    #   S^T k_t after decay = d * (S^T k),  o = S_new^T q = d * (S^T q) + (k . q) * u,
+    # and the new state d * S + k u^T is formed in the gathered copy, then written back: the state is
+    # read and written once each (it is the largest tensor of a decode step).
     q32, k32 = _normalise_qk(q, k, v.shape[1])
-    s = state[state_slots] * g.float().exp()[:, :, None, None]
-    u = beta.float()[:, :, None] * (v.float() - torch.einsum("bhk,bhkv->bhv", k32, s))
-    s = s + k32[:, :, :, None] * u[:, :, None, :]
-    state[state_slots] = s
-    return torch.einsum("bhk,bhkv->bhv", q32, s).to(v.dtype)
+    num_seqs, num_heads, dk = k32.shape
+    decay = g.float().exp()[:, :, None]  # [num_seqs, num_v_heads, 1]
+    s = state[state_slots].view(num_seqs * num_heads, dk, -1)  # a copy: [num_seqs * num_v_heads, dk, dv]
+    qk = torch.stack((q32, k32), dim=2).view(num_seqs * num_heads, 2, dk)
+    sq, sk = torch.bmm(qk, s).view(num_seqs, num_heads, 2, -1).unbind(2)  # S^T q, S^T k: [B, H, dv]
+    u = beta.float()[:, :, None] * (v.float() - decay * sk)
+    o = decay * sq + (q32 * k32).sum(-1, keepdim=True) * u
+    s.mul_(decay.view(-1, 1, 1)).baddbmm_(k32.reshape(-1, dk, 1), u.reshape(-1, 1, u.shape[-1]))
+    state.index_copy_(0, state_slots, s.view(num_seqs, num_heads, dk, -1))
+    return o.to(v.dtype)
 
 
 def gated_delta_rule_ref(

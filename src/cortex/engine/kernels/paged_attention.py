@@ -24,16 +24,26 @@ def paged_attention_decode(
     block_tables: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    # q: [num_seqs, num_heads, head_dim], one query token per sequence
-    return paged_attention_ref(
-        q,
-        k_cache,
-        v_cache,
-        query_lens=[1] * len(seq_lens),
-        seq_lens=seq_lens,
-        block_tables=block_tables,
-        scale=scale,
+    # q: [num_seqs, num_heads, head_dim], one query token per sequence; returns [num_seqs, num_heads,
+    # head_dim]. Equal to paged_attention_ref with query_lens 1, in one attention call for all sequences:
+    # their blocks gathered and padded to the longest context, positions past each seq_len masked out.
+    num_heads = q.shape[1]
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    max_len = max(seq_lens)
+    blocks = block_tables[:, : -(-max_len // block_size)].long().clamp(min=0)  # padding -1 -> any block
+    group = num_heads // num_kv_heads
+
+    def context(cache: torch.Tensor) -> torch.Tensor:
+        # [num_seqs, num_heads, max_len, head_dim]
+        kv = cache[blocks].flatten(1, 2)[:, :max_len].to(q.dtype)
+        return kv.repeat_interleave(group, dim=2).transpose(1, 2)
+
+    lens = torch.tensor(seq_lens, device=q.device)
+    mask = torch.arange(max_len, device=q.device)[None, :] < lens[:, None]  # [num_seqs, max_len]
+    o = F.scaled_dot_product_attention(
+        q[:, :, None, :], context(k_cache), context(v_cache), attn_mask=mask[:, None, None, :], scale=scale
     )
+    return o[:, :, 0, :]
 
 
 def paged_attention_ref(
