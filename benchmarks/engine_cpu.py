@@ -97,7 +97,7 @@ def decode_bytes_per_token(config: ModelConfig, dtype: torch.dtype, context_len:
     """Bytes one batch-1 decode step must read: every matmul weight once (the LM head included; the
     embedding table only when it is the LM head), the recurrent state read and written, the KV cache."""
     with torch.device("meta"):
-        model = cortex.engine.models.CausalLM(config)
+        model = cortex.engine.models.CausalLM(config, kernels="ref")
     params = {id(p): p for name, p in model.named_parameters() if "embed_tokens" not in name}
     params[id(model.lm_head.weight)] = model.lm_head.weight
     weight_bytes = sum(p.numel() for p in params.values()) * dtype.itemsize
@@ -114,7 +114,7 @@ def decode_bytes_per_token(config: ModelConfig, dtype: torch.dtype, context_len:
 def matmul_flops_per_token(config: ModelConfig) -> int:
     """2 x the matmul weights a token passes through (attention over the context not counted)."""
     with torch.device("meta"):
-        model = cortex.engine.models.CausalLM(config)
+        model = cortex.engine.models.CausalLM(config, kernels="ref")
     numel = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "norm" not in n)
     if config.tie_word_embeddings:
         numel += model.lm_head.weight.numel()
