@@ -14,10 +14,13 @@ import pydantic
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types.message_create_params import MessageCreateParamsBase
 from anthropic.types.shared.error_response import ErrorResponse
-from openai import ContentFilterFinishReasonError, LengthFinishReasonError
+from openai import ContentFilterFinishReasonError, LengthFinishReasonError, omit
 from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses.response_create_params import ResponseCreateParamsBase
 
 _EVENT = pydantic.TypeAdapter(anthropic.types.RawMessageStreamEvent)
 _ANTHROPIC_REQUEST = pydantic.TypeAdapter(MessageCreateParamsBase)
@@ -97,3 +100,33 @@ def assemble_openai(chunks: list[dict[str, Any]]) -> ChatCompletion:
     except (LengthFinishReasonError, ContentFilterFinishReasonError):
         final = state.current_completion_snapshot
     return openai_completion(final.model_dump())
+
+
+_RESPONSES_REQUEST = pydantic.TypeAdapter(ResponseCreateParamsBase)
+_RESPONSES_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
+
+
+def responses_request(body: dict[str, Any]) -> dict[str, Any]:
+    return _force(_RESPONSES_REQUEST.validate_python(body))
+
+
+def responses_response(body: dict[str, Any]) -> Response:
+    return Response.model_validate(body)
+
+
+def responses_event(event: dict[str, Any]) -> Any:
+    return _RESPONSES_EVENT.validate_python(event)
+
+
+def assemble_responses(events: list[dict[str, Any]]) -> Response:
+    """The SDK's stream helper state (what ``client.responses.stream`` uses): events in order, the
+    final Response from ``response.completed``, or the last lifecycle event's response otherwise."""
+    assert events[0]["type"] == "response.created"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=omit, text_format=omit)
+    for event in events:
+        state.handle_event(responses_event(event))
+    final = state._completed_response
+    if final is None:
+        return responses_response(events[-1]["response"])
+    return responses_response(final.model_dump(exclude={"output_parsed"}))

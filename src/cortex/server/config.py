@@ -2,7 +2,8 @@
 
 One file configures a deployment; each process reads the sections it needs:
 
-    [gateway]   listen, metrics_listen, models_file, limits and timeouts   (``cortex serve``)
+    [gateway]   listen, metrics_listen, models_file, state_dir, limits     (``cortex serve``)
+    [responses] the gateway's Responses store: path, retention, size limit  (``cortex serve``)
     [auth]      api_keys                                                    (gateway and neuron)
     [fleet]     eviction strategy and the rest of cortex.fleet's policy     (gateway)
     [[neurons]] name + url of each neuron                                   (gateway)
@@ -39,6 +40,8 @@ DEFAULT_GATEWAY_PORT = 31313
 DEFAULT_METRICS_PORT = 31314
 DEFAULT_NEURON_PORT = 13131
 DEFAULT_MODELS_DIR = "~/.cache/cortex/models"
+DEFAULT_STATE_DIR = "~/.local/state/cortex"
+RESPONSES_STORE_FILE = "responses.sqlite3"
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -91,6 +94,15 @@ class GatewayConfig(_Section):
     max_body_bytes: ByteSize = 32 * 2**20
     read_timeout_s: float = Field(default=600.0, gt=0)  # idle timeout on the upstream stream, not total
     keepalive_s: float = Field(default=10.0, gt=0)  # SSE comment / Anthropic ping interval while waiting
+    state_dir: Path = Path(DEFAULT_STATE_DIR)  # what the gateway keeps: the Responses store
+
+
+class ResponsesConfig(_Section):
+    """The gateway's durable Responses store (:mod:`cortex.server.responses_store`)."""
+
+    path: Path | None = None  # None: <gateway.state_dir>/responses.sqlite3; relative: from cortex.toml
+    retention_s: float = Field(default=30 * 86400.0, ge=0)  # 0: keep until deleted
+    max_bytes: ByteSize = 2**30  # oldest responses go first beyond it; 0: no limit
 
 
 def _non_empty_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -150,6 +162,7 @@ class CortexConfig(_Section):
     """The whole of ``cortex.toml``. ``source`` is the file it came from (None: defaults only)."""
 
     gateway: GatewayConfig = GatewayConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     auth: AuthConfig = AuthConfig()
     fleet: dict[str, Any] = Field(default_factory=dict)  # validated by FleetPolicy.from_dict
     neurons: tuple[NeuronEntry, ...] = ()
@@ -173,12 +186,20 @@ class CortexConfig(_Section):
         beside = base / "models.toml"
         return beside if self.source and beside.is_file() else None
 
+    def responses_store_path(self) -> Path:
+        """The Responses store's file: as configured (relative to cortex.toml), else in the state folder."""
+        base = self.source.parent if self.source else Path.cwd()
+        if self.responses.path is not None:
+            return base / self.responses.path.expanduser()
+        return base / self.gateway.state_dir.expanduser() / RESPONSES_STORE_FILE
+
 
 # Environment variable -> (section, key). Values are parsed as the key's type by the same validators.
 ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
     "CORTEX_LISTEN": ("gateway", "listen"),
     "CORTEX_METRICS_LISTEN": ("gateway", "metrics_listen"),
     "CORTEX_MODELS_FILE": ("gateway", "models_file"),
+    "CORTEX_STATE_DIR": ("gateway", "state_dir"),
     "CORTEX_API_KEYS": ("auth", "api_keys"),  # comma-separated
     "CORTEX_NEURON_LISTEN": ("neuron", "listen"),
     "CORTEX_MODELS": ("neuron", "model_dirs"),  # os.pathsep-separated folders

@@ -6,6 +6,7 @@
         ├── ConfigError                             a config file or environment value is invalid
         ├── AuthenticationError (401)               missing or wrong API key
         ├── ModelNotFoundError (404)                no such model under the neuron's model folders
+        ├── ResponseNotFoundError (404)             no stored response has this id (the Responses store)
         ├── ModelBusyError (409)                    unload refused while requests are in flight
         ├── InsufficientMemoryError (507)           the model does not fit the neuron's memory budget
         ├── ModelLoadFailedError (500)              loading the model raised
@@ -46,6 +47,16 @@ class AuthenticationError(ServerError):
 class ModelNotFoundError(ServerError):
     http_status = 404
     code = "model_not_found"  # the OpenAI error code the fleet looks for (docs/fleet.md, neuron contract)
+
+
+class ResponseNotFoundError(ServerError):
+    """No stored response has ``response_id``: never stored, deleted, or past the store's retention."""
+
+    http_status = 404
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Response with id {response_id!r} not found.")
+        self.response_id = response_id
 
 
 class ModelBusyError(ServerError):
