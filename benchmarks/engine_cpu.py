@@ -29,6 +29,7 @@ import gc
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -304,6 +305,7 @@ def main() -> None:
     parser.add_argument("--engines", default="transformers,cortex", type=lambda t: t.split(","))
     parser.add_argument("--model", type=Path, help="an existing checkpoint folder instead of a new one")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # partial tables survive a kill
 
     machine = measure_machine()
     print(
