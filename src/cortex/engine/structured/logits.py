@@ -36,6 +36,8 @@ def keep_within_budget(logits: torch.Tensor, output: SamplerOutput, rows: Sequen
     """Replace a sampled token after which the grammar could not be completed in time by the most
     likely token of its closing path (and its logprob, if asked for). logits: the masked logits."""
     for row, grammar, remaining in rows:
+        if row in output.errors:  # nothing was sampled; the engine fails that request alone
+            continue
         token_id = output.token_ids[row]
         if grammar.fits(token_id, remaining=remaining):
             continue
