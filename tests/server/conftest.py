@@ -11,6 +11,16 @@ from litestar import Litestar
 from server_fakes import FakeLoader, make_neuron, write_fake_model
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder root holding ``tiny``: the real Qwen3.5 architecture (random weights) and tokenizer."""
+    from processes import make_tiny_model
+
+    root = tmp_path_factory.mktemp("qwen-models")
+    make_tiny_model(root)
+    return root
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -459,7 +459,10 @@ class Engine:
 
         if params is not None and params.structured_outputs is not None:
             await asyncio.to_thread(self.grammar_backend)  # not on the event loop: it takes seconds
-        request = self._make_request(prompt, params, request_id)
+        if isinstance(prompt, str):  # tokenising a long text takes a while: not on the event loop
+            request = await asyncio.to_thread(self._make_request, prompt, params, request_id)
+        else:
+            request = self._make_request(prompt, params, request_id)
         self._submit(request, sink)
         finished = False
         try:

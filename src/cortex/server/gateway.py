@@ -21,13 +21,13 @@ from litestar import Litestar, Request, Response, get, head, post
 from litestar.params import FromQuery
 
 from cortex.fleet import Fleet, UpstreamError
-from cortex.server.auth import auth_hook
+from cortex.server.auth import auth_hook, is_authorized
 from cortex.server.config import CortexConfig, load_config
-from cortex.server.edge import dialect_of, error_response, error_type_name
+from cortex.server.edge import body_schema, dialect_of, error_response, error_type_name
 from cortex.server.fleet_config import build_fleet
 from cortex.server.metrics import CONTENT_TYPE, UNKNOWN_MODEL, FunctionCollector, ServerMetrics, fleet_gauges
-from cortex.server.relay import Relay, upstream_error_response
-from cortex.server.status import status_page
+from cortex.server.relay import BODIES, Relay, upstream_error_response
+from cortex.server.status import LOCKED_PAGE, status_page
 
 PUBLIC_PATHS = frozenset({"/", "/health"})
 
@@ -49,22 +49,22 @@ def _handle_error(request: Request[Any, Any, Any], error: Exception) -> Response
     return response
 
 
-@post("/v1/chat/completions", status_code=200)
+@post("/v1/chat/completions", status_code=200, dependencies=body_schema(BODIES["chat_completions"]))
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _relay(request).openai(request, "/v1/chat/completions", "chat_completions")
 
 
-@post("/v1/completions", status_code=200)
+@post("/v1/completions", status_code=200, dependencies=body_schema(BODIES["completions"]))
 async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _relay(request).openai(request, "/v1/completions", "completions")
 
 
-@post("/v1/messages", status_code=200)
+@post("/v1/messages", status_code=200, dependencies=body_schema(BODIES["messages"]))
 async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _relay(request).messages(request)
 
 
-@post("/v1/messages/count_tokens", status_code=200)
+@post("/v1/messages/count_tokens", status_code=200, dependencies=body_schema(BODIES["count_tokens"]))
 async def count_tokens(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _relay(request).count_tokens(request)
 
@@ -100,6 +100,9 @@ async def explain(request: Request[Any, Any, Any], model: FromQuery[str]) -> dic
 
 @get("/", media_type="text/html")
 async def index(request: Request[Any, Any, Any]) -> str:
+    """Public (a probe must reach it), but the fleet's status is shown only to a caller with a key."""
+    if not is_authorized(request, request.app.state.api_keys):
+        return LOCKED_PAGE
     return status_page(_relay(request).fleet.status())
 
 
@@ -147,6 +150,7 @@ def create_app(
     app.state.relay = Relay(the_fleet, metrics, config.gateway.keepalive_s)
     app.state.metrics = metrics
     app.state.fleet = the_fleet
+    app.state.api_keys = config.auth.api_keys
     return app
 
 

@@ -13,6 +13,7 @@ in-flight requests for at most ``drain_timeout_s``, then closes the engines.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import sys
@@ -27,25 +28,27 @@ from cortex.server import sse
 from cortex.server.auth import auth_hook
 from cortex.server.config import CortexConfig, NeuronConfig, load_config
 from cortex.server.devices import host_facts
-from cortex.server.edge import Dialect, dialect_of, error_type_name, exception_handler, read_json, read_object
+from cortex.server.edge import Dialect, body_schema, dialect_of, error_type_name, exception_handler, read_body
 from cortex.server.errors import ModelNotFoundError
 from cortex.server.metrics import CONTENT_TYPE, NeuronMetrics
 from cortex.server.model_store import validate_model_id
 from cortex.server.neuron_state import NeuronState
 from cortex.server.served_engine import EngineLoader
 from cortex.server.wire import anthropic, openai
+from cortex.server.wire.bodies import (
+    ChatCompletionBody,
+    CompletionBody,
+    CountTokensBody,
+    MessagesBody,
+    ModelLoadBody,
+    ModelUnloadBody,
+)
 from cortex.server.wire.request import ChatRequest, clamp_params
 
 
 def _state(request: Request[Any, Any, Any]) -> NeuronState:
     state: NeuronState = request.app.state.neuron
     return state
-
-
-def _model_field(body: Any) -> str:
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        raise InvalidRequestError("body must be a JSON object with a string 'model'", param="model")
-    return str(body["model"])
 
 
 def _label(request: Request[Any, Any, Any], model: str) -> None:
@@ -63,7 +66,10 @@ async def _run_chat(
         tokenizer = gen.engine.tokenizer
         if tokenizer is None:
             raise InvalidRequestError("this model folder has no tokenizer.json, so it cannot chat")
-        prompt_ids = render_chat_prompt(tokenizer, parsed.messages, parsed.tools, **parsed.template_kwargs)
+        # off the event loop: a long conversation takes a while to render and tokenise
+        prompt_ids = await asyncio.to_thread(
+            render_chat_prompt, tokenizer, parsed.messages, parsed.tools, **parsed.template_kwargs
+        )
         gen.num_prompt_tokens = len(prompt_ids)
         params = clamp_params(
             parsed.params,
@@ -118,18 +124,18 @@ async def models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"models": [h.describe() for h in _state(request).store.hosted()]}
 
 
-@post("/models/load", status_code=200)
+@post("/models/load", status_code=200, dependencies=body_schema(ModelLoadBody))
 async def load(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    model_id = validate_model_id(_model_field(await read_json(request)))
+    model_id = validate_model_id((await read_body(request, ModelLoadBody))["model"])
     await _state(request).store.load(model_id)
     return {"id": model_id, "status": "loaded"}
 
 
-@post("/models/unload", status_code=200)
+@post("/models/unload", status_code=200, dependencies=body_schema(ModelUnloadBody))
 async def unload(request: Request[Any, Any, Any]) -> dict[str, Any]:
     state = _state(request)
-    body = await read_json(request)
-    model_id = validate_model_id(_model_field(body))
+    body = await read_body(request, ModelUnloadBody)
+    model_id = validate_model_id(body["model"])
     force = bool(body.get("force", False))
     if not await state.store.unload(model_id, force=force):
         raise ModelNotFoundError(f"model {model_id!r} is not loaded on this neuron")
@@ -158,36 +164,38 @@ async def v1_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     }
 
 
-@post("/v1/chat/completions", status_code=200)
+@post("/v1/chat/completions", status_code=200, dependencies=body_schema(ChatCompletionBody))
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
-    parsed = openai.parse_chat_request(await read_json(request))
+    parsed = openai.parse_chat_request(await read_body(request, ChatCompletionBody))
     _label(request, parsed.model)
     return await _run_chat(request, parsed, "openai", "chat_completions")
 
 
-@post("/v1/messages", status_code=200)
+@post("/v1/messages", status_code=200, dependencies=body_schema(MessagesBody))
 async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
-    parsed = anthropic.parse_messages_request(await read_object(request))
+    parsed = anthropic.parse_messages_request(await read_body(request, MessagesBody))
     _label(request, parsed.model)
     return await _run_chat(request, parsed, "anthropic", "messages")
 
 
-@post("/v1/messages/count_tokens", status_code=200)
+@post("/v1/messages/count_tokens", status_code=200, dependencies=body_schema(CountTokensBody))
 async def count_tokens(request: Request[Any, Any, Any]) -> dict[str, Any]:
     state = _state(request)
-    body = await read_object(request)
-    model_id = _model_field(body)
+    body = await read_body(request, CountTokensBody)
+    model_id = body["model"]
     state.metrics.requests.labels(state.known_label(model_id), state.name, "count_tokens").inc()
     parsed = anthropic.parse_count_tokens_request(body)
-    tokenizer = state.tokenizer_for(model_id)
-    prompt_ids = render_chat_prompt(tokenizer, parsed.messages, parsed.tools, **parsed.template_kwargs)
+    tokenizer = await asyncio.to_thread(state.tokenizer_for, model_id)  # may read it from the folder
+    prompt_ids = await asyncio.to_thread(
+        render_chat_prompt, tokenizer, parsed.messages, parsed.tools, **parsed.template_kwargs
+    )
     return {"input_tokens": len(prompt_ids)}
 
 
-@post("/v1/completions", status_code=200)
+@post("/v1/completions", status_code=200, dependencies=body_schema(CompletionBody))
 async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
     state = _state(request)
-    parsed = openai.parse_completion_request(await read_json(request))
+    parsed = openai.parse_completion_request(await read_body(request, CompletionBody))
     _label(request, parsed.model)
     stack = contextlib.AsyncExitStack()
     try:
@@ -196,7 +204,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
         if isinstance(prompt, str):
             if gen.engine.tokenizer is None:
                 raise InvalidRequestError("this model has no tokenizer; send token ids", param="prompt")
-            gen.num_prompt_tokens = len(gen.engine.tokenizer.encode(prompt))
+            gen.num_prompt_tokens = len(await asyncio.to_thread(gen.engine.tokenizer.encode, prompt))
         else:
             gen.num_prompt_tokens = len(prompt)
         params = clamp_params(

@@ -20,14 +20,16 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.response import Stream
+from pydantic import BaseModel
 
 from cortex import translate
 from cortex.errors import InvalidRequestError
 from cortex.fleet import Fleet, FleetError, KeepAlive, UpstreamError
 from cortex.server import sse
 from cortex.server.affinity import affinity_key
-from cortex.server.edge import Dialect, error_body, read_model_request
+from cortex.server.edge import Dialect, error_envelope, read_body
 from cortex.server.metrics import UNKNOWN_MODEL, ServerMetrics
+from cortex.server.wire.bodies import ChatCompletionBody, CompletionBody, CountTokensBody, MessagesBody
 from cortex.translate.anthropic_stream import AnthropicStreamBuilder
 
 
@@ -43,6 +45,15 @@ def upstream_error_response(dialect: Dialect, error: UpstreamError) -> Response[
     return Response(body, status_code=status, media_type="application/json")
 
 
+# each endpoint's typed body (the edge checks it before anything is routed)
+BODIES: dict[str, type[BaseModel]] = {
+    "chat_completions": ChatCompletionBody,
+    "completions": CompletionBody,
+    "messages": MessagesBody,
+    "count_tokens": CountTokensBody,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Relay:
     fleet: Fleet
@@ -56,7 +67,7 @@ class Relay:
             return UNKNOWN_MODEL
 
     async def _begin(self, request: Request[Any, Any, Any], endpoint: str) -> tuple[dict[str, Any], str]:
-        body = await read_model_request(request)
+        body = await read_body(request, BODIES[endpoint])
         label = self.model_label(body["model"])
         request.scope.setdefault("state", {})["model"] = label
         self.metrics.requests.labels(label, "", endpoint).inc()
@@ -117,7 +128,7 @@ class Relay:
                 yield sse.OPENAI_DONE
             except FleetError as error:
                 self.metrics.errors.labels(label, "", "stream_error").inc()
-                yield sse.openai_event(error_body("openai", error.http_status, str(error)))
+                yield sse.openai_event(error_envelope("openai", error))
             finally:
                 self.metrics.in_flight.labels(label, "").dec()
                 self._observe(label, endpoint, started, usage, first_token_at)
@@ -185,8 +196,7 @@ class Relay:
                     yield sse.anthropic_event(event)
             except (FleetError, InvalidRequestError) as error:
                 self.metrics.errors.labels(label, "", "stream_error").inc()
-                status = getattr(error, "http_status", 400)
-                yield sse.anthropic_event(error_body("anthropic", status, str(error)))
+                yield sse.anthropic_event(error_envelope("anthropic", error))
             finally:
                 self.metrics.in_flight.labels(label, "").dec()
                 self._observe(label, "messages", started, usage, first_token_at)

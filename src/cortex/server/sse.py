@@ -17,8 +17,7 @@ from typing import Any, Final, TypeVar
 import anyio
 from litestar.response import Stream
 
-from cortex.errors import InvalidRequestError
-from cortex.server.edge import Dialect, error_body
+from cortex.server.edge import Dialect, error_envelope
 
 T = TypeVar("T")
 
@@ -120,8 +119,7 @@ def event_stream(
                     yield OPENAI_DONE
             except Exception as error:  # after the 200: the error goes into the stream
                 on_error(error)
-                status = getattr(error, "http_status", 400 if isinstance(error, InvalidRequestError) else 500)
-                envelope = error_body(dialect, status, str(error))
+                envelope = error_envelope(dialect, error)
                 yield anthropic_event(envelope) if dialect == "anthropic" else openai_event(envelope)
 
     return Stream(body(), media_type="text/event-stream", headers=HEADERS)

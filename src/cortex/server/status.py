@@ -75,6 +75,14 @@ def render_status(status: dict[str, Any]) -> str:
     )
 
 
+LOCKED_PAGE = (
+    "<!doctype html><title>cortex</title><h1>cortex gateway</h1>"
+    "<p>OpenAI and Anthropic compatible API under <code>/v1</code>. The fleet's status needs an API key "
+    "(<code>x-api-key</code> or <code>Authorization: Bearer</code>).</p>"
+)
+"""``GET /`` for a caller without a valid key when the gateway has keys: nothing about the fleet."""
+
+
 def status_page(status: FleetStatus) -> str:
     """The gateway's ``GET /`` page: neurons (health, models, memory, load) and where each model is."""
 

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -172,9 +173,11 @@ async def stream_chat(
     parallel_tool_calls: bool = True,
     **template_kwargs: Any,
 ) -> AsyncIterator[ChatDelta]:
-    """Stream one chat turn as content, reasoning and tool-call deltas; the last has finish_reason, usage."""
+    """Stream one chat turn as content, reasoning and tool-call deltas; the last has finish_reason, usage.
+
+    The template is rendered and tokenised in a worker thread, never on the event loop."""
     tokenizer = _tokenizer_of(engine)
-    prompt, prompt_ids = _render(tokenizer, messages, tools, template_kwargs)
+    prompt, prompt_ids = await asyncio.to_thread(_render, tokenizer, messages, tools, template_kwargs)
     starts_in_reasoning = prompt_opens_reasoning(prompt)
     params = _constrained(params, tokenizer, starts_in_reasoning, tools, tool_choice, parallel_tool_calls)
     reasoning_parser = ReasoningParser(starts_in_reasoning=starts_in_reasoning)
