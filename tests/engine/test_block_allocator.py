@@ -1,4 +1,4 @@
-"""Block and slot allocators, cache sizing and the cache tensors they size."""
+"""Block and slot allocators (with the prefix cache's cached blocks), cache sizing and the cache tensors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cortex.engine.cache.layer_cache import (
     LinearStateCache,
     LinearStateSpec,
 )
-from cortex.engine.cache.pools import allocate_caches
+from cortex.engine.cache.pools import allocate_caches, copy_state_rows
 from cortex.engine.cache.slot_allocator import SlotAllocator
 from cortex.engine.errors import CacheExhaustedError
 
@@ -46,6 +46,41 @@ def test_shared_block_is_freed_by_its_last_owner():
     assert allocator.num_used == 0
     with pytest.raises(ValueError, match="free and cannot be shared"):
         allocator.share(block)
+
+
+def test_a_cached_block_outlives_its_owner_until_evicted_oldest_first():
+    evicted: list[bytes] = []
+    allocator = BlockAllocator(4, on_evict=evicted.append)
+    a, b, c = allocator.allocate(3)
+    assert allocator.cache_block(a, b"ha")
+    assert allocator.cache_block(b, b"hb")
+    assert not allocator.cache_block(c, b"ha")  # another block holds that prefix already
+    assert not allocator.cache_block(a, b"hx")  # a block is cached once
+    allocator.free([b, a, c])
+    assert (allocator.num_used, allocator.num_free, allocator.num_cached) == (0, 4, 2)
+    assert allocator.lookup(b"ha") == a
+    # empty blocks go first (the never-used one, then c); only then the least recently freed cached one
+    assert set(allocator.allocate(2)) == {3, c}
+    assert evicted == []
+    assert allocator.allocate(1) == [b]
+    assert evicted == [b"hb"]
+    assert allocator.lookup(b"hb") is None
+    with pytest.raises(ValueError, match="free and cannot be cached"):
+        allocator.cache_block(a, b"again")
+
+
+def test_sharing_a_free_cached_block_takes_it_back_into_use():
+    allocator = BlockAllocator(2)
+    (block,) = allocator.allocate(1)
+    allocator.cache_block(block, b"h")
+    allocator.free([block])
+    allocator.share(block)
+    allocator.share(block)
+    assert (allocator.ref_count(block), allocator.num_free) == (2, 1)
+    allocator.free([block, block])
+    assert allocator.lookup(b"h") == block  # still cached
+    assert allocator.allocate(2)[1] == block  # evicted only when nothing else is left
+    assert allocator.num_cached == 0
 
 
 def test_slots_are_unique_and_reused():
@@ -125,6 +160,62 @@ def test_plan_too_small_is_a_clear_error():
             max_model_len=4096,
             model_max_len=4096,
         )
+
+
+def test_plan_sets_snapshot_memory_aside_and_keeps_one_full_request():
+    specs = [LINEAR, LINEAR, ATTN]
+    block, slot = bytes_per_block(specs, block_size=4, dtype_bytes=4), bytes_per_slot(specs, dtype_bytes=4)
+    common = {"block_size": 4, "dtype_bytes": 4, "max_num_seqs": 8, "model_max_len": 1024}
+    budget = 10 * slot + 200 * block
+    plan = plan_cache(
+        specs, cache_memory_bytes=budget, max_model_len=None, snapshot_memory_fraction=0.25, **common
+    )
+    without = plan_cache(specs, cache_memory_bytes=budget, max_model_len=None, **common)
+    assert without.num_snapshots == 0
+    assert plan.snapshot_bytes >= budget // 4 - slot
+    assert plan.total_bytes <= budget
+    assert plan.max_model_len < without.max_model_len  # the pages gave up what the snapshots took
+    # an explicit context length comes first: the snapshots shrink to what is left
+    tight = plan_cache(
+        specs,
+        cache_memory_bytes=slot + 16 * block + 2 * slot,
+        max_model_len=64,
+        snapshot_memory_fraction=0.9,
+        **common,
+    )
+    assert (tight.num_slots, tight.num_blocks, tight.num_snapshots) == (1, 16, 2)
+    # no state to snapshot: no snapshots
+    assert (
+        plan_cache(
+            [ATTN], cache_memory_bytes=budget, max_model_len=64, snapshot_memory_fraction=0.5, **common
+        ).num_snapshots
+        == 0
+    )
+
+
+def test_copy_state_rows_copies_every_linear_layer():
+    plan = plan_cache(
+        [LINEAR, ATTN, LINEAR],
+        cache_memory_bytes=1 << 20,
+        block_size=4,
+        dtype_bytes=4,
+        max_num_seqs=2,
+        max_model_len=8,
+        model_max_len=8,
+        snapshot_memory_fraction=0.5,
+    )
+    caches = allocate_caches([LINEAR, ATTN, LINEAR], plan, dtype=torch.float32, device=torch.device("cpu"))
+    linear = [c for c in caches if isinstance(c, LinearStateCache)]
+    assert linear[0].ssm.shape[0] == plan.num_slots + plan.num_snapshots
+    for i, cache in enumerate(linear):
+        cache.conv[0].fill_(1 + i)
+        cache.ssm[1].fill_(10 + i)
+    copy_state_rows(caches, [(0, 2), (1, 3)], device=torch.device("cpu"))
+    for i, cache in enumerate(linear):
+        assert torch.equal(cache.conv[2], cache.conv[0])
+        assert torch.equal(cache.ssm[3], cache.ssm[1])
+        assert cache.ssm[3].eq(10 + i).all()
+    assert caches[1].k.count_nonzero() == 0
 
 
 def test_allocate_caches_shapes_and_dtypes():

@@ -56,10 +56,18 @@ def test_forced_preemption_matches_transformers(checkpoint):
     folder, expected = checkpoint
     with Engine.from_pretrained(folder, max_model_len=128, block_size=16) as engine:
         per_block, per_slot = engine.cache_plan.bytes_per_block, engine.cache_plan.bytes_per_slot
-    budget = 3 * per_slot + 10 * per_block  # 3 slots, 10 blocks; the requests need 3 + 7 + 4 blocks
+    # 3 slots, 10 blocks (the requests need 3 + 7 + 4 blocks), and as much again for prefix-cache snapshots
+    # where the model has state to snapshot
+    budget = (2 if per_slot else 1) * (3 * per_slot + 10 * per_block)
     with Engine.from_pretrained(
-        folder, max_model_len=128, block_size=16, cache_memory_bytes=budget, prefill_chunk_size=32
+        folder,
+        max_model_len=128,
+        block_size=16,
+        cache_memory_bytes=budget,
+        prefill_chunk_size=32,
+        snapshot_memory_fraction=0.5,
     ) as engine:
+        assert (engine.cache_plan.num_slots, engine.cache_plan.num_blocks) == (3, 10)
         outs = engine.generate(PROMPTS, GREEDY)
         stats = engine.stats()
     assert stats.num_preemptions > 0

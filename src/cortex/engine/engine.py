@@ -32,8 +32,11 @@ import torch
 
 from cortex.engine.cache.block_allocator import BlockAllocator
 from cortex.engine.cache.cache_plan import CachePlan, plan_cache
+from cortex.engine.cache.layer_cache import LinearStateSpec
 from cortex.engine.cache.pools import allocate_caches
+from cortex.engine.cache.prefix_cache import PrefixCache
 from cortex.engine.cache.slot_allocator import SlotAllocator
+from cortex.engine.cache.snapshot_pool import SnapshotPool
 from cortex.engine.config import ModelConfig
 from cortex.engine.cpu import CPU_STEP_LOCK, cpu_capabilities, num_threads_for
 from cortex.engine.engine_config import EngineConfig
@@ -98,6 +101,7 @@ class Engine:
             torch.set_num_threads(num_threads_for(cpu_capabilities(), config.num_threads))
         dtype = _torch_dtype(config.dtype)
         specs = model_config.layer_cache_specs()
+        hybrid = any(isinstance(spec, LinearStateSpec) for spec in specs)
         self.cache_plan: CachePlan = plan_cache(
             specs,
             cache_memory_bytes=config.cache_memory_bytes or default_cache_memory_bytes(self.device),
@@ -106,16 +110,25 @@ class Engine:
             max_num_seqs=config.max_num_seqs,
             max_model_len=config.max_model_len,
             model_max_len=model_config.max_position_embeddings,
+            snapshot_memory_fraction=(
+                config.snapshot_memory_fraction if config.enable_prefix_caching and hybrid else None
+            ),
         )
         self.max_model_len = self.cache_plan.max_model_len
+        self._prefix_cache = self._make_prefix_cache(hybrid) if config.enable_prefix_caching else None
         self._scheduler = Scheduler(
-            block_allocator=BlockAllocator(self.cache_plan.num_blocks),
+            block_allocator=(
+                self._prefix_cache.block_allocator
+                if self._prefix_cache is not None
+                else BlockAllocator(self.cache_plan.num_blocks)
+            ),
             slot_allocator=SlotAllocator(self.cache_plan.num_slots),
             block_size=config.block_size,
             max_num_seqs=min(config.max_num_seqs, self.cache_plan.num_slots),
             max_num_batched_tokens=config.max_num_batched_tokens,
             prefill_chunk_size=config.chunk_size,
             max_model_len=self.max_model_len,
+            prefix_cache=self._prefix_cache,
         )
         caches = allocate_caches(specs, self.cache_plan, dtype=dtype, device=self.device)
         self._runner = ModelRunner(model, caches, block_size=config.block_size, device=self.device)
@@ -137,6 +150,25 @@ class Engine:
         self._num_failed_steps = 0
         self._quarantine = Quarantine()
 
+    def _make_prefix_cache(self, hybrid: bool) -> PrefixCache:
+        plan = self.cache_plan
+        snapshots = SnapshotPool(plan.num_snapshots, first_row=plan.num_slots) if hybrid else None
+        if hybrid and plan.num_snapshots == 0:
+            log.warning(
+                "prefix caching is not effective for this model: its Gated DeltaNet state can only resume "
+                "from a snapshot, and the cache budget (%d bytes) leaves no room for one (%d bytes each); "
+                "raise cache_memory_bytes or snapshot_memory_fraction",
+                plan.total_bytes,
+                plan.bytes_per_slot,
+            )
+        return PrefixCache(
+            BlockAllocator(plan.num_blocks, on_evict=snapshots.drop if snapshots is not None else None),
+            snapshots,
+            block_size=plan.block_size,
+            snapshot_interval_blocks=self.config.snapshot_interval_blocks,
+            bytes_per_snapshot=plan.bytes_per_slot,
+        )
+
     @classmethod
     def from_pretrained(
         cls,
@@ -152,10 +184,14 @@ class Engine:
         block_size: int = 16,
         kernels: str | None = None,
         num_threads: int | None = None,
+        enable_prefix_caching: bool = True,
+        snapshot_interval_blocks: int = 64,
+        snapshot_memory_fraction: float = 0.2,
     ) -> Engine:
         """Load a Hugging Face model folder (config.json, safetensors, optional tokenizer.json).
 
-        ``kernels``: "auto" | "triton" | "ref" (None: ``CORTEX_KERNELS``, else "auto"); see EngineConfig.
+        ``kernels``: "auto" | "triton" | "ref" (None: ``CORTEX_KERNELS``, else "auto"); see EngineConfig,
+        whose fields the other keyword arguments are.
         On the CPU the weights are laid out for this CPU (``cortex.engine.cpu``): a bf16 checkpoint
         computes in bf16 where the CPU has bf16 arithmetic, else in fp32 over the bf16 weights.
         """
@@ -176,6 +212,9 @@ class Engine:
             dtype=dtype_name,
             kernels=backend,
             num_threads=num_threads,
+            enable_prefix_caching=enable_prefix_caching,
+            snapshot_interval_blocks=snapshot_interval_blocks,
+            snapshot_memory_fraction=snapshot_memory_fraction,
         )
         model, model_config = load_model(path, dtype=dtype_name, device=device, kernels=backend)
         if torch.device(device).type == "cpu":
@@ -203,9 +242,22 @@ class Engine:
         return ids
 
     def _make_request(
-        self, prompt: str | Sequence[int], params: SamplingParams | None, request_id: str | None
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None,
+        request_id: str | None,
+        turn_boundary: int | None = None,
     ) -> Request:
         prompt_ids = self._prompt_ids(prompt)
+        if turn_boundary is not None and (
+            isinstance(turn_boundary, bool)
+            or not isinstance(turn_boundary, int)
+            or not 0 <= turn_boundary <= len(prompt_ids)
+        ):
+            raise InvalidRequestError(
+                f"turn_boundary must be a prompt position (0..{len(prompt_ids)}), got {turn_boundary!r}",
+                param="turn_boundary",
+            )
         params = (params or SamplingParams()).resolve(self.model_config.generation_defaults)
         if params.stop and self.tokenizer is None:
             raise InvalidRequestError("stop strings need a tokenizer; use stop_token_ids", param="stop")
@@ -232,6 +284,7 @@ class Engine:
             grammar=None
             if structured is None
             else self.grammar_backend().matcher(structured, max_tokens=max_tokens),
+            turn_boundary=turn_boundary,
         )
 
     def grammar_backend(self) -> GrammarBackend:
@@ -355,6 +408,7 @@ class Engine:
         caches may be half-written) into the quarantine, which runs them apart next."""
         log.warning("a forward step of %d requests failed", len(batch.seqs), exc_info=error)
         with self._lock:
+            self._scheduler.discard(batch)
             self._num_failed_steps += 1
             culprit = self._quarantine.step_failed(batch)
             for seq in batch.seqs:
@@ -392,8 +446,12 @@ class Engine:
         self,
         prompts: str | Sequence[str] | Sequence[Sequence[int]],
         params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        turn_boundaries: Sequence[int | None] | None = None,
     ) -> list[RequestOutput]:
-        """Run prompts (strings, or lists of token ids) to completion; outputs in the prompts' order."""
+        """Run prompts (strings, or lists of token ids) to completion; outputs in the prompts' order.
+
+        ``turn_boundaries``: one prefix-cache hint per prompt (see :meth:`stream`), or None."""
         prompt_list: list[str | Sequence[int]] = [prompts] if isinstance(prompts, str) else list(prompts)
         if prompt_list and isinstance(prompt_list[0], int):
             raise InvalidRequestError("pass a list of prompts: [[1, 2, 3]], not [1, 2, 3]", param="prompt")
@@ -405,7 +463,15 @@ class Engine:
                 raise InvalidRequestError(
                     f"got {len(params_list)} SamplingParams for {len(prompt_list)} prompts", param="params"
                 )
-        requests = [self._make_request(p, sp, None) for p, sp in zip(prompt_list, params_list, strict=True)]
+        boundaries = list(turn_boundaries) if turn_boundaries is not None else [None] * len(prompt_list)
+        if len(boundaries) != len(prompt_list):
+            raise InvalidRequestError(
+                f"got {len(boundaries)} turn_boundaries for {len(prompt_list)} prompts", param="turn_boundary"
+            )
+        requests = [
+            self._make_request(p, sp, None, tb)
+            for p, sp, tb in zip(prompt_list, params_list, boundaries, strict=True)
+        ]
         collectors = [OutputCollector() for _ in requests]
         try:
             for request, collector in zip(requests, collectors, strict=True):
@@ -431,6 +497,7 @@ class Engine:
                     finish_reason=collector.last.finish_reason,
                     stop_reason=collector.last.stop_reason,
                     logprobs=collector.logprobs if request.params.logprobs is not None else None,
+                    num_cached_tokens=collector.last.num_cached_tokens,
                 )
             )
         return outputs
@@ -441,11 +508,15 @@ class Engine:
         params: SamplingParams | None = None,
         *,
         request_id: str | None = None,
+        turn_boundary: int | None = None,
     ) -> AsyncIterator[StreamDelta]:
         """Yield a request's deltas as they are generated; the last one has ``finish_reason`` set.
 
         Validation errors raise on the first iteration. If the consumer stops early (``aclose()``, task
         cancelled, client disconnected) the request is aborted at once. Needs an asyncio event loop.
+        ``turn_boundary`` (a hint, for the prefix cache): the prompt position up to which later prompts
+        are expected to repeat this one, such as where a chat prompt's generation prompt starts; the
+        engine keeps a state snapshot at the last block boundary at or before it.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
@@ -460,9 +531,9 @@ class Engine:
         if params is not None and params.structured_outputs is not None:
             await asyncio.to_thread(self.grammar_backend)  # not on the event loop: it takes seconds
         if isinstance(prompt, str):  # tokenising a long text takes a while: not on the event loop
-            request = await asyncio.to_thread(self._make_request, prompt, params, request_id)
+            request = await asyncio.to_thread(self._make_request, prompt, params, request_id, turn_boundary)
         else:
-            request = self._make_request(prompt, params, request_id)
+            request = self._make_request(prompt, params, request_id, turn_boundary)
         self._submit(request, sink)
         finished = False
         try:
@@ -520,6 +591,7 @@ class Engine:
                 total_generated_tokens=self._total_generated_tokens,
                 num_preemptions=self._num_preemptions,
                 num_failed_steps=self._num_failed_steps,
+                prefix_cache=self._prefix_cache.stats() if self._prefix_cache is not None else None,
             )
 
     def close(self) -> None:

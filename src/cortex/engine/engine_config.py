@@ -33,6 +33,13 @@ class EngineConfig:
         or "ref"; ``None`` means the ``CORTEX_KERNELS`` environment variable, else "auto"
         (``cortex.engine.kernels.selection``).
     num_threads: the CPU's intra-op threads; ``None`` means one per physical core (ignored on CUDA).
+    enable_prefix_caching: share full KV blocks between requests with the same prefix and, for models with
+        Gated DeltaNet layers, snapshot their state at block boundaries so a request resumes after the
+        longest cached prefix (see docs/engine.md, "Prefix caching"). Outputs are the same either way.
+    snapshot_interval_blocks: during a long prefill, snapshot the state every this many KV blocks (besides
+        the prompt's last block boundary and its turn boundary).
+    snapshot_memory_fraction: share of ``cache_memory_bytes`` set aside for state snapshots (hybrid models,
+        prefix caching on); snapshots also take what the pages and slots leave over.
     """
 
     max_num_seqs: int = 32
@@ -45,6 +52,9 @@ class EngineConfig:
     dtype: str = "float32"
     kernels: str | None = None
     num_threads: int | None = None
+    enable_prefix_caching: bool = True
+    snapshot_interval_blocks: int = 64
+    snapshot_memory_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -60,8 +70,20 @@ class EngineConfig:
             "block_size",
             "cache_memory_bytes",
             "num_threads",
+            "snapshot_interval_blocks",
         ):
             positive(name)
+        if not isinstance(self.enable_prefix_caching, bool):
+            raise InvalidRequestError(
+                f"enable_prefix_caching must be true or false, got {self.enable_prefix_caching!r}",
+                param="enable_prefix_caching",
+            )
+        fraction = self.snapshot_memory_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+            raise InvalidRequestError(
+                f"snapshot_memory_fraction must be a number in [0, 1), got {fraction!r}",
+                param="snapshot_memory_fraction",
+            )
         if self.prefill_chunk_size is not None and self.prefill_chunk_size > self.max_num_batched_tokens:
             raise InvalidRequestError(
                 f"prefill_chunk_size ({self.prefill_chunk_size}) must not exceed "

@@ -69,6 +69,7 @@ class RequestStream:
                 logprobs=logprobs,
                 num_prompt_tokens=request.num_prompt_tokens,
                 num_generated_tokens=request.num_output_tokens,
+                num_cached_tokens=request.num_cached_tokens,
             )
         )
 

@@ -3,7 +3,10 @@
 Plain Python (no tensors). The scheduler owns every mutation: it assigns blocks and the slot, advances
 ``num_computed_tokens`` after each step, appends sampled tokens and decides when the request finishes.
 Invariant: ``num_computed_tokens <= num_tokens``, and the caches hold exactly the first
-``num_computed_tokens`` tokens of prompt + output (zero after a preemption).
+``num_computed_tokens`` tokens of prompt + output (zero after a preemption, or the length of the cached
+prefix it resumed from). The first ``num_committed_blocks`` pages of ``block_table`` are full and
+registered in the prefix cache (possibly shared); ``block_hashes`` are the chain hashes of the full
+blocks of its tokens, computed as they are needed.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cortex.engine.cache.block_hash import BlockHash
 from cortex.engine.outputs import FinishReason
 from cortex.engine.sampling_params import SamplingParams
 
@@ -28,19 +32,26 @@ class RequestStatus(enum.Enum):
 @dataclass(eq=False)
 class Request:
     """``params`` are resolved (no None left for the model's defaults); ``max_tokens`` is the effective
-    limit (the request's, or what the context leaves when the request gave None)."""
+    limit (the request's, or what the context leaves when the request gave None). ``turn_boundary`` is a
+    hint: the prompt position up to which later prompts are expected to repeat this one (for a chat, where
+    the generation prompt starts); the prefix cache snapshots state at the block boundary at or before it.
+    ``num_cached_tokens``: prompt tokens served from the prefix cache when the request was first admitted."""
 
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
     max_tokens: int
     eos_token_ids: frozenset[int]
+    turn_boundary: int | None = None
     output_token_ids: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
     block_table: list[int] = field(default_factory=list)
     state_slot: int | None = None
     num_computed_tokens: int = 0
     num_preemptions: int = 0
+    num_cached_tokens: int = 0
+    num_committed_blocks: int = 0
+    block_hashes: list[BlockHash] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
     grammar: GrammarMatcher | None = None  # the output constraint, advanced by the scheduler

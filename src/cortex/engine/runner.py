@@ -1,7 +1,8 @@
 """ModelRunner: a ScheduledBatch -> ForwardBatch tensors on the device -> model -> sampled tokens.
 
-No policy: the scheduler decided what runs; the runner only builds the step's tensors, calls the model
-with the cache tensors it owns, and samples. It keeps one ``torch.Generator`` per request (seeded from
+No policy: the scheduler decided what runs; the runner only builds the step's tensors, restores state
+slots from prefix-cache snapshots, calls the model with the cache tensors it owns, saves the snapshots
+the step was cut for, and samples. It keeps one ``torch.Generator`` per request (seeded from
 ``SamplingParams.seed``, or randomly) alive across steps and preemptions, so a seeded request's draws
 depend only on its own history.
 """
@@ -16,6 +17,7 @@ import torch
 
 from cortex.engine.batch import ForwardBatch
 from cortex.engine.cache.layer_cache import LayerCache
+from cortex.engine.cache.pools import copy_state_rows
 from cortex.engine.sampling import SamplerOutput, SamplingRow, sample
 from cortex.engine.scheduler import ScheduledBatch
 from cortex.engine.structured.logits import GrammarRow, keep_within_budget, mask_logits
@@ -79,7 +81,10 @@ class ModelRunner:
 
     def execute(self, batch: ScheduledBatch) -> SamplerOutput:
         """Run one step; returns one sampled token per sampling seq of ``batch``, in order."""
-        logits = self.model(self.prepare(batch), self.caches)
+        forward_batch = self.prepare(batch)
+        copy_state_rows(self.caches, batch.state_restores, device=self.device)
+        logits = self.model(forward_batch, self.caches)
+        copy_state_rows(self.caches, batch.state_saves, device=self.device)
         requests = [seq.request for seq in batch.seqs if seq.samples]
         rows = [
             SamplingRow(

@@ -1,4 +1,4 @@
-"""EngineStats: a snapshot of an Engine's load, and the meter behind its recent tokens/s.
+"""EngineStats: a snapshot of an Engine's load and prefix cache, and the meter behind its recent tokens/s.
 
 Plain Python (no torch), so servers can read and export it cheaply.
 """
@@ -7,6 +7,30 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCacheStats:
+    """Counters since the engine started, and the snapshot pool's occupancy now."""
+
+    num_queries: int  # admissions looked up (a resumed preempted request counts again)
+    num_hits: int  # admissions that reused at least one block
+    num_query_tokens: int  # tokens (prompt, plus any already generated) of those admissions
+    num_hit_tokens: int  # of those, tokens served from the cache instead of computed
+    num_snapshot_miss_tokens: int  # cached KV tokens recomputed because no state snapshot covered them
+    num_snapshots_used: int
+    num_snapshots_total: int
+    num_cached_blocks: int  # KV blocks registered under a hash, in use or evictable
+    bytes_per_snapshot: int
+
+    @property
+    def hit_rate(self) -> float:
+        """Fraction of looked-up tokens served from the cache."""
+        return self.num_hit_tokens / self.num_query_tokens if self.num_query_tokens else 0.0
+
+    @property
+    def snapshot_bytes_used(self) -> int:
+        return self.num_snapshots_used * self.bytes_per_snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +47,7 @@ class EngineStats:
     total_generated_tokens: int
     num_preemptions: int
     num_failed_steps: int = 0  # forward steps that raised (each failed one request or was quarantined)
+    prefix_cache: PrefixCacheStats | None = None  # None when prefix caching is off
 
     @property
     def kv_cache_usage(self) -> float:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conversations import LOOP_START, TOOLS, agent_session, common_prefix
 
+from cortex.engine.engine_config import EngineConfig
+from cortex.engine.models import load_model
 from cortex.engine.sampling_params import SamplingParams
-from cortex.engine.text.chat import render_chat_prompt
+from cortex.engine.text.chat import render_chat, render_chat_prompt
 from cortex.engine.text.qwen import write_qwen_tokenizer_files
 
 engine_module = pytest.importorskip("cortex.engine.engine")
@@ -15,10 +18,15 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_qwen3_5")
     checkpoint.make_model(folder, arch="qwen3_5", preset="tiny", vocab_size=248320)
     write_qwen_tokenizer_files(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine(folder):
     with engine_module.Engine.from_pretrained(folder) as engine:
         yield engine
 
@@ -43,3 +51,32 @@ def test_thinking_on_output_starts_as_reasoning(engine):
     reply = engine.chat(MESSAGES, SamplingParams(max_tokens=6, temperature=0.0))
     assert reply.reasoning is not None  # the prompt pre-opened <think>
     assert 0 < reply.usage.reasoning_tokens <= reply.usage.completion_tokens
+
+
+def test_an_agent_session_hits_the_prefix_cache_and_answers_as_without_it(folder, engine):
+    """The Qwen3.6 template over a session with tool calls: each call after the first resumes at a
+    snapshot at or before where its prompt diverges from an earlier call's, and the replies are the
+    cache-off engine's."""
+    params = SamplingParams(max_tokens=6, temperature=0.0)
+    calls = agent_session()
+    model, model_config = load_model(folder, dtype="float32", device="cpu")  # one load serves both engines
+    tokenizer = engine.tokenizer
+    replies = {}
+    for caching in (True, False):
+        config = EngineConfig(enable_prefix_caching=caching, max_model_len=1024, cache_memory_bytes=64 << 20)
+        with engine_module.Engine(model, model_config, config, tokenizer=tokenizer) as fresh:
+            replies[caching] = [fresh.chat(messages, params, tools=TOOLS) for messages in calls]
+    rendered = [render_chat(tokenizer, messages, TOOLS) for messages in calls]
+    assert [(r.reasoning, r.text, r.tool_calls) for r in replies[True]] == [
+        (r.reasoning, r.text, r.tool_calls) for r in replies[False]
+    ]
+    assert all(r.usage.cached_tokens == 0 for r in replies[False])
+    cached = [r.usage.cached_tokens for r in replies[True]]
+    assert cached[0] == 0
+    for i in range(1, len(calls)):
+        anchor = i - 1 if LOOP_START[i] == LOOP_START[i - 1] else LOOP_START[i - 1]
+        boundary = rendered[anchor].turn_boundary
+        assert boundary is not None
+        shared = common_prefix(rendered[anchor].token_ids, rendered[i].token_ids)
+        assert boundary // 16 * 16 <= cached[i] <= shared
+        assert replies[True][i].usage.prompt_tokens == len(rendered[i].token_ids)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import re
 
 import pytest
+from conversations import LOOP_START, agent_session, common_prefix
+from conversations import TOOLS as SESSION_TOOLS
 
 from cortex.engine.outputs import RequestOutput, StreamDelta
 from cortex.engine.sampling_params import SamplingParams
-from cortex.engine.text.chat import chat, render_chat_prompt, stream_chat
+from cortex.engine.text.chat import chat, render_chat, render_chat_prompt, stream_chat
 from cortex.engine.text.detokenizer import IncrementalDetokenizer
 from cortex.engine.text.errors import ChatTemplateError
+from cortex.engine.text.tokenizer import Tokenizer
 from cortex.errors import InvalidRequestError
 
 TOOLS = [
@@ -43,6 +48,7 @@ class ScriptedEngine:
         self.token_ids = tokenizer.encode(script) if tokenizer is not None else []
         self.finish_reason = finish_reason
         self.calls: list[tuple[list[int], SamplingParams | None]] = []
+        self.turn_boundaries: list[int | None] = []
 
     def _texts(self) -> list[str]:
         detok = IncrementalDetokenizer(self.tokenizer)
@@ -50,8 +56,9 @@ class ScriptedEngine:
         texts[-1] += detok.flush()
         return texts
 
-    def generate(self, prompts, params=None):
+    def generate(self, prompts, params=None, *, turn_boundaries=None):
         self.calls.append((list(prompts[0]), params))
+        self.turn_boundaries.extend(turn_boundaries or [None])
         return [
             RequestOutput(
                 request_id="r",
@@ -63,8 +70,9 @@ class ScriptedEngine:
             )
         ]
 
-    async def stream(self, prompt, params=None):
+    async def stream(self, prompt, params=None, *, turn_boundary=None):
         self.calls.append((list(prompt), params))
+        self.turn_boundaries.append(turn_boundary)
         texts = self._texts()
         for i, (token_id, text) in enumerate(zip(self.token_ids, texts, strict=True)):
             last = i == len(texts) - 1
@@ -183,3 +191,71 @@ def test_claude_code_request_renders(qwen, shared_data):
     assert "# Environment" in prompt.split("<|im_end|>")[0]
     assert prompt.endswith("say hi<|im_end|>\n<|im_start|>assistant\n<think>\n")
     assert len(render_chat_prompt(qwen, messages, tools)) > 1000
+
+
+def _chatml(qwen_folder, tmp_path):
+    (tmp_path / "tokenizer.json").write_bytes((qwen_folder / "tokenizer.json").read_bytes())
+    tokenizer = Tokenizer.from_folder(tmp_path)
+    assert tokenizer is not None
+    assert tokenizer.chat_template.is_fallback
+    return tokenizer
+
+
+def test_turn_boundary_is_where_the_generation_prompt_starts(qwen, qwen_folder, tmp_path):
+    for tokenizer, generation_prompt in (
+        (qwen, "<|im_start|>assistant\n<think>\n"),
+        (_chatml(qwen_folder, tmp_path), "<|im_start|>assistant\n"),
+    ):
+        rendered = render_chat(tokenizer, MESSAGES, TOOLS)
+        assert rendered.token_ids == render_chat_prompt(tokenizer, MESSAGES, TOOLS)
+        assert rendered.turn_boundary is not None
+        assert (
+            tokenizer.decode(rendered.token_ids[rendered.turn_boundary :], skip_special_tokens=False)
+            == generation_prompt
+        )
+    thinking_off = render_chat(qwen, MESSAGES, enable_thinking=False)
+    tail = qwen.decode(thinking_off.token_ids[thinking_off.turn_boundary :], skip_special_tokens=False)
+    assert tail == "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert render_chat(qwen, MESSAGES, add_generation_prompt=False).turn_boundary is None
+
+
+def test_each_call_repeats_the_last_one_up_to_its_turn_boundary_qwen3_6(qwen):
+    """The real Qwen3.6 template over an agent session with tool calls: a tool loop re-renders the last
+    prompt past its turn boundary (the reasoning of the turns since the last user query is kept); a new
+    user query re-renders the answered turns without their reasoning, so that call diverges right after
+    the turn boundary of the call that began the previous tool loop."""
+    rendered = [render_chat(qwen, messages, SESSION_TOOLS) for messages in agent_session()]
+    boundaries = [r.turn_boundary for r in rendered]
+    assert None not in boundaries
+    for i in range(1, len(rendered)):
+        shared = common_prefix(rendered[i - 1].token_ids, rendered[i].token_ids)
+        if LOOP_START[i] == LOOP_START[i - 1]:  # the tool loop goes on
+            assert shared >= boundaries[i - 1]
+        else:  # a new user query: earlier reasoning dropped
+            assert shared < boundaries[i - 1]
+            assert boundaries[LOOP_START[i - 1]] <= shared <= boundaries[LOOP_START[i - 1]] + 3
+            start = rendered[LOOP_START[i - 1]].token_ids
+            assert common_prefix(start, rendered[i].token_ids) >= boundaries[LOOP_START[i - 1]]
+
+
+def test_each_call_repeats_the_last_one_up_to_its_turn_boundary_chatml(qwen_folder, tmp_path):
+    """ChatML renders every turn the same way each time: a call repeats all of the last prompt."""
+    tokenizer = _chatml(qwen_folder, tmp_path)
+    rendered = [render_chat(tokenizer, messages, SESSION_TOOLS) for messages in agent_session()]
+    for before, after in itertools.pairwise(rendered):
+        assert before.turn_boundary is not None
+        assert common_prefix(before.token_ids, after.token_ids) == len(before.token_ids)
+
+
+def test_chat_passes_the_turn_boundary_to_the_engine(qwen):
+    engine = ScriptedEngine(qwen, "Hi.<|im_end|>")
+    boundary = render_chat(qwen, MESSAGES, None).turn_boundary
+    chat(engine, MESSAGES, None)
+
+    async def consume() -> None:
+        async for _ in stream_chat(engine, MESSAGES, None):
+            pass
+
+    asyncio.run(consume())
+    assert engine.turn_boundaries == [boundary, boundary]
+    assert boundary is not None

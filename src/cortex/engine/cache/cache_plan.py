@@ -1,10 +1,16 @@
-"""CachePlan: how many KV pages and recurrent-state slots fit a memory budget, and the context they allow.
+"""CachePlan: how many KV pages, recurrent-state slots and state snapshots fit a memory budget, and the
+context they allow.
 
 Sizing only (no tensors, no torch): one KV page holds ``block_size`` tokens of K and V for every
 full-attention layer; one state slot holds the conv history (model dtype) and the float32 delta-rule
 state of every linear-attention layer. Slots are reserved first (at most ``max_num_seqs``, and never so
 many that one full-length request no longer fits), the rest of the budget becomes pages, and neither
 exceeds what ``max_num_seqs`` full-length requests could use.
+
+With prefix caching on a model with linear-attention layers (``snapshot_memory_fraction`` given), that
+fraction of the budget is set aside first for prefix-cache snapshots (each the size of a slot), shrunk
+if an explicit ``max_model_len`` would not fit otherwise; snapshots also take whatever the pages and
+slots leave, up to one snapshot per page (a snapshot is only of use at the end of a cached page).
 """
 
 from __future__ import annotations
@@ -25,11 +31,17 @@ class CachePlan:
     block_size: int
     max_model_len: int
     bytes_per_block: int
-    bytes_per_slot: int
+    bytes_per_slot: int  # also the size of one snapshot
+    num_snapshots: int = 0
 
     @property
     def total_bytes(self) -> int:
-        return self.num_blocks * self.bytes_per_block + self.num_slots * self.bytes_per_slot
+        num_rows = self.num_slots + self.num_snapshots
+        return self.num_blocks * self.bytes_per_block + num_rows * self.bytes_per_slot
+
+    @property
+    def snapshot_bytes(self) -> int:
+        return self.num_snapshots * self.bytes_per_slot
 
 
 def bytes_per_block(specs: Sequence[LayerCacheSpec], *, block_size: int, dtype_bytes: int) -> int:
@@ -60,13 +72,22 @@ def plan_cache(
     max_num_seqs: int,
     max_model_len: int | None,
     model_max_len: int,
+    snapshot_memory_fraction: float | None = None,
 ) -> CachePlan:
     """Size the caches. ``max_model_len=None`` takes ``model_max_len``, lowered to fit one request.
+    ``snapshot_memory_fraction=None``: no snapshots (prefix caching off, or no linear-attention layers).
 
     Raises CacheExhaustedError when the budget cannot hold one request of ``max_model_len`` tokens.
     """
     block_bytes = bytes_per_block(specs, block_size=block_size, dtype_bytes=dtype_bytes)
     slot_bytes = bytes_per_slot(specs, dtype_bytes=dtype_bytes)
+    total_budget = cache_memory_bytes
+    if snapshot_memory_fraction is not None and slot_bytes:
+        reserve = int(cache_memory_bytes * snapshot_memory_fraction)
+        if max_model_len is not None:  # an explicit context length comes before snapshots
+            one_request = slot_bytes + -(-max_model_len // block_size) * block_bytes
+            reserve = max(0, min(reserve, cache_memory_bytes - one_request))
+        cache_memory_bytes -= reserve
     if max_model_len is None:
         max_model_len = model_max_len
         if block_bytes:
@@ -93,6 +114,10 @@ def plan_cache(
         num_blocks = min(max_blocks, (cache_memory_bytes - num_slots * slot_bytes) // block_bytes)
     else:
         num_blocks = max_blocks  # no attention layers: pages are bookkeeping only, with no tensors behind
+    num_snapshots = 0
+    if snapshot_memory_fraction is not None and slot_bytes:
+        left = total_budget - num_blocks * block_bytes - num_slots * slot_bytes
+        num_snapshots = min(num_blocks, left // slot_bytes)
     return CachePlan(
         num_blocks=num_blocks,
         num_slots=num_slots,
@@ -100,4 +125,5 @@ def plan_cache(
         max_model_len=max_model_len,
         bytes_per_block=block_bytes,
         bytes_per_slot=slot_bytes,
+        num_snapshots=num_snapshots,
     )

@@ -1,8 +1,9 @@
 """Chat over an engine: render the template, generate, split reasoning, parse tool calls.
 
 ``chat`` / ``stream_chat`` need only the engine's seam: ``engine.tokenizer`` (a
-:class:`~cortex.engine.text.tokenizer.Tokenizer`), ``engine.generate([prompt_ids], params)`` and the async
-``engine.stream(prompt_ids, params)``; sampling params go to the engine untouched (it resolves defaults).
+:class:`~cortex.engine.text.tokenizer.Tokenizer`), ``engine.generate([prompt_ids], params,
+turn_boundaries=...)`` and the async ``engine.stream(prompt_ids, params, turn_boundary=...)``; sampling
+params go to the engine untouched (it resolves defaults).
 
 - Reasoning: when the rendered prompt leaves ``<think>`` open (Qwen with thinking on) the output starts
   inside reasoning; see :mod:`cortex.engine.text.reasoning`.
@@ -12,12 +13,17 @@
   grammar-constrained sampling (:mod:`cortex.engine.text.output_grammar`).
 - ``usage.reasoning_tokens``: generated tokens up to and including the one that closes the reasoning
   block (exact when ``</think>`` is a single token, as for Qwen); otherwise the reasoning text re-encoded.
+- Prefix caching: the next turn of a conversation re-renders this prompt up to where the generation
+  prompt starts, and no further (the Qwen3.6 template does not reproduce the generation prompt's
+  ``<think>``, and re-renders an answered turn without its reasoning once a new user turn follows), so
+  that position goes to the engine as the request's ``turn_boundary``, where it keeps a state snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cortex.engine.outputs import ChatDelta, ChatFinishReason, ChatReply, RequestOutput, StreamDelta, Usage
@@ -36,12 +42,26 @@ class ChatEngine(Protocol):
     def tokenizer(self) -> Tokenizer | None: ...
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | None = None,
+        *,
+        turn_boundaries: Sequence[int | None] | None = None,
     ) -> list[RequestOutput]: ...
 
     def stream(
-        self, prompt: Sequence[int], params: SamplingParams | None = None
+        self, prompt: Sequence[int], params: SamplingParams | None = None, *, turn_boundary: int | None = None
     ) -> AsyncIterator[StreamDelta]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """A rendered chat prompt. ``turn_boundary``: how many of ``token_ids`` come before the generation
+    prompt (None when there is none, or when it does not tokenize apart from what precedes it)."""
+
+    text: str
+    token_ids: list[int]
+    turn_boundary: int | None
 
 
 def render_chat_prompt(
@@ -51,20 +71,41 @@ def render_chat_prompt(
     **template_kwargs: Any,
 ) -> list[int]:
     """The prompt ids ``chat`` would send (also what the servers' count_tokens counts)."""
-    return _render(tokenizer, messages, tools, template_kwargs)[1]
+    return render_chat(tokenizer, messages, tools, **template_kwargs).token_ids
 
 
-def _render(
+def render_chat(
     tokenizer: Tokenizer,
     messages: Sequence[Mapping[str, Any]],
-    tools: Sequence[Mapping[str, Any]] | None,
-    template_kwargs: dict[str, Any],
-) -> tuple[str, list[int]]:
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    **template_kwargs: Any,
+) -> RenderedPrompt:
+    """Render and tokenize the prompt, and find where its generation prompt starts.
+
+    The template is rendered a second time without the generation prompt; when the first rendering
+    extends that one, the generation prompt's own tokens are counted off the end (a template's
+    generation prompt starts with a special token, which tokenizes apart from the text before it; the
+    count is kept only if those tokens really end the prompt).
+    """
     add_generation_prompt = bool(template_kwargs.pop("add_generation_prompt", True))
+    tools = tools or None
     prompt = tokenizer.apply_chat_template(
-        messages, tools=tools or None, add_generation_prompt=add_generation_prompt, **template_kwargs
+        messages, tools=tools, add_generation_prompt=add_generation_prompt, **template_kwargs
     )
-    return prompt, tokenizer.encode(prompt)
+    token_ids = tokenizer.encode(prompt)
+    boundary = None
+    if add_generation_prompt:
+        head = tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=False, **template_kwargs
+        )
+        if len(head) < len(prompt) and prompt.startswith(head):
+            tail_ids = tokenizer.encode(prompt[len(head) :])
+            if (
+                0 < len(tail_ids) <= len(token_ids)
+                and token_ids[len(token_ids) - len(tail_ids) :] == tail_ids
+            ):
+                boundary = len(token_ids) - len(tail_ids)
+    return RenderedPrompt(prompt, token_ids, boundary)
 
 
 def _constrained(
@@ -137,10 +178,10 @@ def chat(
 ) -> ChatReply:
     """Run one chat turn to completion (see the module docstring)."""
     tokenizer = _tokenizer_of(engine)
-    prompt, prompt_ids = _render(tokenizer, messages, tools, template_kwargs)
-    starts_in_reasoning = prompt_opens_reasoning(prompt)
+    rendered = render_chat(tokenizer, messages, tools, **template_kwargs)
+    starts_in_reasoning = prompt_opens_reasoning(rendered.text)
     params = _constrained(params, tokenizer, starts_in_reasoning, tools, tool_choice, parallel_tool_calls)
-    output = engine.generate([prompt_ids], params)[0]
+    output = engine.generate([rendered.token_ids], params, turn_boundaries=[rendered.turn_boundary])[0]
     reasoning, content = parse_reasoning(output.text, starts_in_reasoning=starts_in_reasoning)
     calls: list[ToolCall] = []
     if tools:
@@ -177,14 +218,14 @@ async def stream_chat(
 
     The template is rendered and tokenised in a worker thread, never on the event loop."""
     tokenizer = _tokenizer_of(engine)
-    prompt, prompt_ids = await asyncio.to_thread(_render, tokenizer, messages, tools, template_kwargs)
-    starts_in_reasoning = prompt_opens_reasoning(prompt)
+    rendered = await asyncio.to_thread(render_chat, tokenizer, messages, tools, **template_kwargs)
+    starts_in_reasoning = prompt_opens_reasoning(rendered.text)
     params = _constrained(params, tokenizer, starts_in_reasoning, tools, tool_choice, parallel_tool_calls)
     reasoning_parser = ReasoningParser(starts_in_reasoning=starts_in_reasoning)
     tool_parser = ToolCallParser(tools) if tools else None
     counter = _ReasoningTokenCounter(tokenizer)
     reasoning_text: list[str] = []
-    async for delta in engine.stream(prompt_ids, params):
+    async for delta in engine.stream(rendered.token_ids, params, turn_boundary=rendered.turn_boundary):
         counter.add(delta.token_ids)
         reasoning, content = reasoning_parser.feed(delta.text)
         if delta.finish_reason is not None:
@@ -206,7 +247,7 @@ async def stream_chat(
             continue
         made_calls = tool_parser is not None and bool(tool_parser.calls)
         usage = Usage(
-            prompt_tokens=delta.num_prompt_tokens or len(prompt_ids),
+            prompt_tokens=delta.num_prompt_tokens or len(rendered.token_ids),
             completion_tokens=delta.num_generated_tokens,
             cached_tokens=delta.num_cached_tokens,
             reasoning_tokens=counter.result(
