@@ -27,7 +27,10 @@ NORMAL = [[1, 2, 3], list(range(5, 30)), [9] * 11, [4, 8]]
 class Poisoned:
     """Wraps a model: a step that computes a token at or past position ``at`` of a poisoned sequence (one
     whose prompt starts with POISON) runs the forward, so every cache in it is written, and then raises,
-    whatever else the step holds: a request whose input breaks the forward after the damage is done."""
+    whatever else the step holds: a request whose input breaks the forward after the damage is done.
+
+    It recognises a poisoned sequence by its first token, so the engines it runs in have prefix caching
+    off: a requeued request must recompute from position 0 for the wrapper to see that token again."""
 
     def __init__(self, model: Model, at: int = 0) -> None:
         self.model = model
@@ -73,7 +76,7 @@ async def run_beside(engine: Engine, poisoned: list[int], params: SamplingParams
 )
 async def test_a_request_that_breaks_the_forward_fails_alone(at, description):
     model = Poisoned(FakeModel(), at=at)
-    with make_engine(model, max_num_seqs=8) as engine:
+    with make_engine(model, max_num_seqs=8, enable_prefix_caching=False) as engine:
         results = await run_beside(engine, [POISON, 1, 2, 3, 4])
         error = results.pop(2)
         assert isinstance(error, EngineError), description
@@ -89,7 +92,7 @@ async def test_seeded_batch_mates_keep_their_tokens_through_a_quarantine():
     params = SamplingParams(max_tokens=12, temperature=1.0, seed=5, ignore_eos=True)
     with make_engine(FakeModel()) as engine:
         expected = [await collect(engine, p, params) for p in NORMAL]
-    with make_engine(Poisoned(FakeModel(), at=4)) as engine:
+    with make_engine(Poisoned(FakeModel(), at=4), enable_prefix_caching=False) as engine:
         results = await run_beside(engine, [POISON, 7], params)
         assert isinstance(results.pop(2), EngineError)
         assert results == expected
@@ -144,7 +147,7 @@ async def test_a_forward_that_always_fails_fails_every_request_without_hanging()
 
 async def test_requests_that_arrive_during_a_quarantine_wait_and_then_run():
     model = Poisoned(FakeModel(delay_s=0.005), at=6)
-    with make_engine(model) as engine:
+    with make_engine(model, enable_prefix_caching=False) as engine:
         first = asyncio.ensure_future(run_beside(engine, [POISON, 1]))
         while model.num_raised == 0:
             await asyncio.sleep(0.001)
@@ -159,7 +162,9 @@ def test_the_real_model_batch_mates_of_a_failed_step_get_their_exact_tokens(tiny
     """Qwen3.5's Gated DeltaNet states, updated in place, were half-written by the failed step."""
     folder = tiny_checkpoint("qwen3_5")
     model, model_config = load_model(folder, dtype="float32")
-    config = EngineConfig(max_model_len=128, block_size=16, prefill_chunk_size=16)
+    config = EngineConfig(
+        max_model_len=128, block_size=16, prefill_chunk_size=16, enable_prefix_caching=False
+    )
     prompts = [list(range(3, 40)), [POISON, *range(100, 130)], [7, 11, 13], [5] * 20]
     params = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
     with Engine(model, model_config, config) as engine:

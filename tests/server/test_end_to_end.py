@@ -262,3 +262,69 @@ def test_real_claude_code_cli_talks_to_the_gateway(claude_gateway, tmp_path):
     assert result.get("api_error") in (None, "max_output_tokens"), result
     assert result["usage"]["input_tokens"] > 4000
     assert result["usage"]["output_tokens"] > 0
+
+
+def _long_system(tag: str) -> str:
+    rules = " ".join(f"Rule {i}: answer briefly." for i in range(30))
+    return f"[{tag}] You are a careful assistant. {rules}"
+
+
+def test_cached_tokens_reach_both_sdks_through_neuron_and_gateway(system):
+    """A conversation's later calls reuse its prefix: OpenAI ``prompt_tokens_details.cached_tokens`` and
+    Anthropic ``cache_read_input_tokens`` say how much, from a neuron directly and through the gateway
+    (whose affinity keeps the conversation on one neuron), whole and streamed."""
+    for where, url in (("neuron", system["neurons"]["n1"].url), ("gateway", system["gateway"].url)):
+        oa = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        system["clients"].append(oa)
+        messages = [
+            {"role": "system", "content": _long_system(f"openai {where}")},
+            {"role": "user", "content": "Say hi."},
+        ]
+        first = oa.chat.completions.create(model="qwen-a", messages=messages, max_tokens=4, temperature=0)
+        assert first.usage.prompt_tokens_details.cached_tokens == 0
+        messages += [{"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Again."}]
+        chunks = list(
+            oa.chat.completions.create(
+                model="qwen-a",
+                messages=messages,
+                max_tokens=4,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        usage = chunks[-1].usage
+        # everything up to the block boundary before the first call's generation prompt came from cache
+        assert first.usage.prompt_tokens // 16 * 16 - 16 <= usage.prompt_tokens_details.cached_tokens
+        assert usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens
+
+        an = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
+        system["clients"].append(an)
+        request = {
+            "model": "claude-opus-5-5" if where == "gateway" else "qwen-a",  # aliases live in the gateway
+            "system": _long_system(f"anthropic {where}"),
+            "messages": [{"role": "user", "content": "Say hi."}],
+        }
+        message = an.messages.create(max_tokens=4, **request)
+        assert message.usage.cache_read_input_tokens == 0
+        request["messages"] += [
+            {"role": "assistant", "content": "Hi."},
+            {"role": "user", "content": "Again."},
+        ]
+        counted = an.messages.count_tokens(**request).input_tokens
+        with an.messages.stream(max_tokens=4, **request) as stream:
+            final = stream.get_final_message()
+        again = an.messages.create(max_tokens=4, **request)
+        for usage in (final.usage, again.usage):
+            assert usage.cache_read_input_tokens >= message.usage.input_tokens // 16 * 16 - 16 > 0
+            assert usage.input_tokens + usage.cache_read_input_tokens == counted
+    n1 = system["neurons"]["n1"].url
+    health = httpx.get(f"{n1}/health").json()
+    (entry,) = [m for m in health["models"] if m["id"] == "qwen-a"]
+    assert 0 < entry["prefix_cache"]["hit_rate"] < 1
+    assert entry["prefix_cache"]["snapshots_used"] > 0
+    metrics = httpx.get(f"{n1}/metrics").text
+    hits = [line for line in metrics.splitlines() if line.startswith("cortex_prefix_cache_hit_tokens_total{")]
+    assert any('model="qwen-a"' in line and float(line.split()[-1]) > 0 for line in hits)
+    assert 'cortex_prefix_cache_snapshots{model="qwen-a",neuron="n1",type="total"}' in metrics
+    assert "cortex_prefix_cache_snapshot_miss_tokens_total" in metrics

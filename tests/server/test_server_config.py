@@ -17,6 +17,7 @@ def test_the_example_files_load_and_build_a_fleet():
     config = load_config(EXAMPLES / "cortex.toml", environ={})
     assert config.gateway.listen == Listen(host="0.0.0.0", port=31313)
     assert config.neuron.memory_budget_bytes == 70 * 2**30
+    assert (config.neuron.enable_prefix_caching, config.neuron.snapshot_interval_blocks) == (True, 64)
     assert [n.name for n in config.neurons] == ["gpu1", "gpu2"]
     assert config.models_file() == EXAMPLES.resolve() / "models.toml"
     fleet = build_fleet(config)
@@ -90,8 +91,10 @@ def test_environment_overrides(tmp_path):
         "CORTEX_MODELS": f"{tmp_path / 'a'}:{tmp_path / 'b'}",
         "CORTEX_MEMORY_BUDGET": "2GiB",
         "CORTEX_DEVICE": "cpu",
+        "CORTEX_PREFIX_CACHING": "false",
     }
     config = load_config(path, environ=environ)
+    assert config.neuron.enable_prefix_caching is False
     assert config.gateway.listen.port == 9999
     assert config.auth.api_keys == ("k1", "k2")
     assert config.neuron.model_dirs == (tmp_path / "a", tmp_path / "b")

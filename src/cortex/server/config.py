@@ -142,6 +142,8 @@ class NeuronConfig(_Section):
     cache_memory_bytes: ByteSize | None = None  # per model; None: the engine's default
     max_model_len: int | None = Field(default=None, ge=16)
     max_running: int = Field(default=32, ge=1)  # concurrent requests per model (= engine max_num_seqs)
+    enable_prefix_caching: bool = True  # reuse cached prompt prefixes across requests (the engine's option)
+    snapshot_interval_blocks: int = Field(default=64, ge=1)  # Gated DeltaNet state snapshot spacing
     max_queue: int = Field(default=256, ge=0)  # requests waiting for a running slot, per model
     queue_timeout_s: float = Field(default=60.0, gt=0)
     retry_after_s: int = Field(default=2, ge=1)
@@ -207,6 +209,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
     "CORTEX_DTYPE": ("neuron", "dtype"),
     "CORTEX_MEMORY_BUDGET": ("neuron", "memory_budget_bytes"),
     "CORTEX_MAX_RUNNING": ("neuron", "max_running"),
+    "CORTEX_PREFIX_CACHING": ("neuron", "enable_prefix_caching"),
 }
 CONFIG_PATH_ENV = "CORTEX_CONFIG"
 _LIST_SEPARATORS = {"api_keys": ",", "model_dirs": os.pathsep}

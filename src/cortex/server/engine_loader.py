@@ -24,6 +24,8 @@ class TorchEngineLoader:
     max_num_seqs: int
     max_model_len: int | None = None
     cache_memory_bytes: int | None = None
+    enable_prefix_caching: bool = True
+    snapshot_interval_blocks: int = 64
 
     def inspect(self, path: Path) -> ModelFacts:
         from cortex.engine.config import ModelConfig
@@ -48,6 +50,8 @@ class TorchEngineLoader:
             max_num_seqs=self.max_num_seqs,
             max_model_len=self.max_model_len,
             cache_memory_bytes=self._cache_bytes,
+            enable_prefix_caching=self.enable_prefix_caching,
+            snapshot_interval_blocks=self.snapshot_interval_blocks,
         )
 
     @property

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cortex.server.model_store import engine_stats
+
 if TYPE_CHECKING:
     from cortex.fleet import FleetStatus
     from cortex.server.model_store import HostedModel
@@ -197,7 +199,44 @@ def neuron_gauges(
 ) -> dict[str, MetricValues]:
     """A neuron's queues, caches, models and device memory, read at scrape time."""
     labels = [({"model": h.id, "neuron": neuron}, h) for h in hosted]
+    cache_stats = [(lab, stats) for lab, h in labels if "prefix_cache_hit_rate" in (stats := engine_stats(h))]
+
+    def cache_samples(key: str, **extra: str) -> list[tuple[dict[str, str], float]]:
+        return [({**lab, **extra}, stats[key]) for lab, stats in cache_stats]
+
     return {
+        "cortex_prefix_cache_hit_rate": (
+            "Fraction of looked-up prompt tokens served from the prefix cache since the model loaded",
+            "gauge",
+            cache_samples("prefix_cache_hit_rate"),
+        ),
+        "cortex_prefix_cache_query_tokens": (
+            "Prompt tokens looked up in the prefix cache",
+            "counter",
+            cache_samples("prefix_cache_query_tokens"),
+        ),
+        "cortex_prefix_cache_hit_tokens": (
+            "Prompt tokens served from the prefix cache (not computed)",
+            "counter",
+            cache_samples("prefix_cache_hit_tokens"),
+        ),
+        "cortex_prefix_cache_snapshot_miss_tokens": (
+            "Prompt tokens whose KV blocks were cached but recomputed for want of a state snapshot "
+            "(caching not effective: prompts diverge between snapshots)",
+            "counter",
+            cache_samples("prefix_cache_snapshot_miss_tokens"),
+        ),
+        "cortex_prefix_cache_snapshots": (
+            "Recurrent-state snapshots of the prefix cache, used and total",
+            "gauge",
+            cache_samples("prefix_cache_snapshots_used", type="used")
+            + cache_samples("prefix_cache_snapshots_total", type="total"),
+        ),
+        "cortex_prefix_cache_snapshot_bytes": (
+            "Memory held by recurrent-state snapshots",
+            "gauge",
+            cache_samples("prefix_cache_snapshot_bytes"),
+        ),
         "cortex_queue_depth": (
             "Requests waiting for a running slot",
             "gauge",

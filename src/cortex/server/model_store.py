@@ -73,7 +73,7 @@ class HostedModel:
         return self.engine
 
     def describe(self) -> dict[str, Any]:
-        stats = _engine_stats(self.engine) if self.engine is not None and self.status == "loaded" else {}
+        stats = engine_stats(self)
         entry: dict[str, Any] = {
             "id": self.id,
             "status": self.status,
@@ -85,19 +85,40 @@ class HostedModel:
             "prefill_tokens_per_s": stats.get("prefill_tokens_per_s", 0.0),
             "decode_tokens_per_s": stats.get("decode_tokens_per_s", 0.0),
         }
+        if "prefix_cache_hit_rate" in stats:
+            entry["prefix_cache"] = {
+                "hit_rate": stats["prefix_cache_hit_rate"],
+                "snapshots_used": int(stats["prefix_cache_snapshots_used"]),
+                "snapshots_total": int(stats["prefix_cache_snapshots_total"]),
+            }
         if self.error:
             entry["error"] = self.error
         return entry
 
 
-def _engine_stats(engine: ServedEngine) -> dict[str, float]:
-    """The subset of ``engine.stats()`` (an ``EngineStats``) the neuron reports."""
-    stats = engine.stats()
-    return {
+def engine_stats(hosted: HostedModel) -> dict[str, float]:
+    """The subset of a loaded model's ``engine.stats()`` (an ``EngineStats``) the neuron reports; empty
+    while it is not loaded. The ``prefix_cache_*`` keys are there when the engine caches prefixes."""
+    if hosted.engine is None or hosted.status != "loaded":
+        return {}
+    stats = hosted.engine.stats()
+    out = {
         "kv_cache_usage": stats.kv_cache_usage,
         "prefill_tokens_per_s": stats.prefill_tokens_per_s,
         "decode_tokens_per_s": stats.decode_tokens_per_s,
     }
+    cache = stats.prefix_cache
+    if cache is not None:
+        out.update(
+            prefix_cache_hit_rate=cache.hit_rate,
+            prefix_cache_query_tokens=float(cache.num_query_tokens),
+            prefix_cache_hit_tokens=float(cache.num_hit_tokens),
+            prefix_cache_snapshot_miss_tokens=float(cache.num_snapshot_miss_tokens),
+            prefix_cache_snapshots_used=float(cache.num_snapshots_used),
+            prefix_cache_snapshots_total=float(cache.num_snapshots_total),
+            prefix_cache_snapshot_bytes=float(cache.snapshot_bytes_used),
+        )
+    return out
 
 
 def validate_model_id(model_id: Any) -> str:

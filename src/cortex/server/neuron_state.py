@@ -47,6 +47,8 @@ class NeuronState:
                 max_num_seqs=config.max_running,
                 max_model_len=config.max_model_len,
                 cache_memory_bytes=config.cache_memory_bytes,
+                enable_prefix_caching=config.enable_prefix_caching,
+                snapshot_interval_blocks=config.snapshot_interval_blocks,
             )
         metrics = metrics or NeuronMetrics()
         budget = config.memory_budget_bytes

@@ -139,9 +139,14 @@ def test_preemption_does_not_change_constrained_output(demo_model):
     with Engine.from_pretrained(demo_model, max_model_len=128) as roomy:
         expected = [out.token_ids for out in roomy.generate(prompts, params)]
         per_block, per_slot = roomy.cache_plan.bytes_per_block, roomy.cache_plan.bytes_per_slot
-    budget = 3 * per_slot + 10 * per_block  # as in test_engine_models: too few blocks for all three
+    # as in test_engine_models: too few blocks for all three, and as much again for prefix-cache snapshots
+    budget = 2 * (3 * per_slot + 10 * per_block)
     with Engine.from_pretrained(
-        demo_model, max_model_len=128, cache_memory_bytes=budget, prefill_chunk_size=32
+        demo_model,
+        max_model_len=128,
+        cache_memory_bytes=budget,
+        prefill_chunk_size=32,
+        snapshot_memory_fraction=0.5,
     ) as tight:
         outs = tight.generate(prompts, params)
         assert tight.stats().num_preemptions > 0
