@@ -105,10 +105,10 @@ async def test_concurrent_streams_sharing_a_prefix_and_an_abort_mid_prefill(fold
 def test_preemption_under_cache_pressure_matches_the_cache_off_engine(folder):
     with Engine.from_pretrained(folder, **OPTIONS) as engine:
         per_block, per_slot = engine.cache_plan.bytes_per_block, engine.cache_plan.bytes_per_slot
-    # 3 slots and 12 blocks for 4 requests that need 7 blocks each, and as much again for snapshots
+    # 3 slots and 12 blocks for 4 requests that need 6 blocks each, and as much again for snapshots
     budget = (2 if per_slot else 1) * (3 * per_slot + 12 * per_block)
     prompts = [[*SYSTEM[:60], 250 + i, 251] for i in range(4)]
-    params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
     options = {**OPTIONS, "max_model_len": 128}
     with Engine.from_pretrained(
         folder, cache_memory_bytes=budget, snapshot_memory_fraction=0.5, snapshot_interval_blocks=1, **options

@@ -193,18 +193,21 @@ def test_claude_code_request_renders(qwen, shared_data):
     assert len(render_chat_prompt(qwen, messages, tools)) > 1000
 
 
-def _chatml(qwen_folder, tmp_path):
-    (tmp_path / "tokenizer.json").write_bytes((qwen_folder / "tokenizer.json").read_bytes())
-    tokenizer = Tokenizer.from_folder(tmp_path)
+@pytest.fixture(scope="module")
+def chatml(qwen_folder, tmp_path_factory) -> Tokenizer:
+    """The Qwen vocabulary without a chat template: the ChatML fallback."""
+    folder = tmp_path_factory.mktemp("chatml")
+    (folder / "tokenizer.json").write_bytes((qwen_folder / "tokenizer.json").read_bytes())
+    tokenizer = Tokenizer.from_folder(folder)
     assert tokenizer is not None
     assert tokenizer.chat_template.is_fallback
     return tokenizer
 
 
-def test_turn_boundary_is_where_the_generation_prompt_starts(qwen, qwen_folder, tmp_path):
+def test_turn_boundary_is_where_the_generation_prompt_starts(qwen, chatml):
     for tokenizer, generation_prompt in (
         (qwen, "<|im_start|>assistant\n<think>\n"),
-        (_chatml(qwen_folder, tmp_path), "<|im_start|>assistant\n"),
+        (chatml, "<|im_start|>assistant\n"),
     ):
         rendered = render_chat(tokenizer, MESSAGES, TOOLS)
         assert rendered.token_ids == render_chat_prompt(tokenizer, MESSAGES, TOOLS)
@@ -238,9 +241,9 @@ def test_each_call_repeats_the_last_one_up_to_its_turn_boundary_qwen3_6(qwen):
             assert common_prefix(start, rendered[i].token_ids) >= boundaries[LOOP_START[i - 1]]
 
 
-def test_each_call_repeats_the_last_one_up_to_its_turn_boundary_chatml(qwen_folder, tmp_path):
+def test_each_call_repeats_the_last_one_up_to_its_turn_boundary_chatml(chatml):
     """ChatML renders every turn the same way each time: a call repeats all of the last prompt."""
-    tokenizer = _chatml(qwen_folder, tmp_path)
+    tokenizer = chatml
     rendered = [render_chat(tokenizer, messages, SESSION_TOOLS) for messages in agent_session()]
     for before, after in itertools.pairwise(rendered):
         assert before.turn_boundary is not None
