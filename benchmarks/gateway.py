@@ -39,7 +39,7 @@ SRC = HERE.parent / "src"
 LITELLM_KEY = "sk-bench"
 OPENAI_BODY = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 ANTHROPIC_BODY = {**OPENAI_BODY}
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def lua_script(body: dict[str, object], headers: dict[str, str]) -> str:
 
 
 def _millis(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
     if match is None:
         raise ValueError(f"cannot read wrk latency {text!r}")
     return float(match.group(1)) * _UNITS[match.group(2)]
@@ -143,12 +143,12 @@ def run_wrk(url: str, script: Path, *, clients: int, duration_s: float) -> dict[
         check=True,
         timeout=duration_s + 60,
     ).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, flags=re.MULTILINE))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, flags=re.MULTILINE))
     requests = re.search(r"^\s+(\d+) requests in", out, flags=re.MULTILINE)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if requests is None or rate is None or "50" not in latency:
+    if requests is None or rate is None or set(latency) != {"50", "99"}:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
     errors = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:

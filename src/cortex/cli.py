@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="host:port of the API (default 127.0.0.1:31313)")
     serve.add_argument("--metrics-listen", help="host:port of /metrics (default 127.0.0.1:31314)")
     serve.add_argument("--models", action="append", type=Path, help="local model folder (embedded mode)")
+    serve.add_argument("--access-log", action="store_true", help="log one line per request (off by default)")
     serve.add_argument(
         "--demo-preset",
         choices=("tiny", "small"),
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     neuron.add_argument("--models", action="append", type=Path, help="a model folder (repeatable)")
     neuron.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     neuron.add_argument("--name", help="this neuron's name in metrics and status")
+    neuron.add_argument("--access-log", action="store_true", help="log one line per request (off by default)")
 
     status = sub.add_parser("status", help="show neurons, models, memory and load from a running gateway")
     status.add_argument("--url", default="http://127.0.0.1:31313", help="the gateway (default %(default)s)")
@@ -84,8 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     from cortex.server.config import load_config
     from cortex.server.errors import ConfigError
     from cortex.server.serve import configure_logging, serve_embedded, serve_gateway
@@ -93,7 +93,15 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging()
     try:
         config = load_config(args.config)
-        gateway = {k: v for k, v in (("listen", args.listen), ("metrics_listen", args.metrics_listen)) if v}
+        gateway = {
+            k: v
+            for k, v in (
+                ("listen", args.listen),
+                ("metrics_listen", args.metrics_listen),
+                ("access_log", args.access_log),
+            )
+            if v
+        }
         neuron = {"model_dirs": [str(p) for p in args.models]} if args.models else {}
         if gateway or neuron:
             data = config.model_dump(exclude={"source"})
@@ -105,9 +113,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         if config.neurons:
-            asyncio.run(serve_gateway(config))
+            serve_gateway(config)
         else:
-            asyncio.run(serve_embedded(config, demo_preset=args.demo_preset))
+            serve_embedded(config, demo_preset=args.demo_preset)
     except ConfigError as error:
         print(f"cortex serve: {error}", file=sys.stderr)
         return 2
@@ -133,6 +141,8 @@ def neuron_config_from_args(args: argparse.Namespace) -> NeuronConfig:
         updates["device"] = args.device
     if args.name:
         updates["name"] = args.name
+    if args.access_log:
+        updates["access_log"] = True
     try:
         return NeuronConfig.model_validate({**base.model_dump(), **updates})
     except ValidationError as error:

@@ -1,8 +1,7 @@
-"""SSE decoding and the transport seam: a Fleet over ``httpx.ASGITransport`` with no sockets."""
+"""SSE decoding, and the fleet's explicit load / unload against fake neurons on loopback."""
 
 from __future__ import annotations
 
-import httpx
 from fake_neuron import GB, FakeNeuron
 
 from cortex.fleet import Fleet, FleetPolicy, NeuronSpec
@@ -30,12 +29,10 @@ def test_sse_decoder_handles_events_comments_multiline_and_done() -> None:
     assert decoder.done
 
 
-async def test_fleet_over_asgi_transport() -> None:
+async def test_fleet_serves_loads_and_unloads(serve) -> None:
     fakes = {"a": FakeNeuron("a", {"m": GB}), "b": FakeNeuron("b", {"m": GB}, loaded=["m"])}
-    specs = [NeuronSpec(name, f"http://{name}.test") for name in fakes]
-    fleet = Fleet(
-        specs, policy=FleetPolicy(), transport_factory=lambda spec: httpx.ASGITransport(fakes[spec.name])
-    )
+    specs = [NeuronSpec(name, serve(fake).url) for name, fake in fakes.items()]
+    fleet = Fleet(specs, policy=FleetPolicy())
     async with fleet:
         response = await fleet.post("m", "/v1/chat/completions", {"messages": []})
         assert (response.status, response.neuron, response.model) == (200, "b", "m")

@@ -194,6 +194,9 @@ class FakeLoader:
             max_model_len=int(script.get("max_model_len", 4096)),
         )
 
+    def tokenizer(self, path: Path) -> ByteTokenizer:
+        return ByteTokenizer()
+
     def load(self, path: Path) -> FakeEngine:
         self.load_calls.append(path.name)
         script = self._script(path)

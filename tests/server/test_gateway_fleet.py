@@ -470,3 +470,44 @@ def test_the_upstream_timeout_is_an_idle_timeout_not_a_total_one(tmp_path):
             assert s.get_final_message().content[0].text == "t" * 30
     finally:
         cluster.close()
+
+
+def test_models_advertise_the_context_window_in_both_shapes(cluster):
+    sdk = cluster.anthropic()
+    cluster.openai().chat.completions.create(model="alpha", messages=[{"role": "user", "content": "x"}])
+    (alpha,) = [m for m in sdk.models.list().data if m.id == "alpha"]
+    assert (alpha.max_input_tokens, alpha.max_tokens) == (4096, 4096)  # the fake models' context
+    raw = httpx.get(f"{cluster.gateway.url}/v1/models").json()["data"]
+    assert {m["id"]: m.get("max_model_len") for m in raw}["alpha"] == 4096
+
+
+def test_count_tokens_never_loads_a_model(cluster):
+    counted = cluster.anthropic().messages.count_tokens(
+        model="alpha", messages=[{"role": "user", "content": "count me"}]
+    )
+    assert counted.input_tokens > 0
+    assert all(not loader.load_calls for loader in cluster.loaders.values())
+    assert not cluster.fleet.status().counters.get("loads")
+
+
+def test_retry_after_and_per_neuron_labels_reach_the_caller(tmp_path):
+    cluster = start_cluster(tmp_path)
+    try:
+        url = cluster.gateway.url
+        body = {"model": "slow", "messages": [{"role": "user", "content": "x"}]}
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).status_code == 200
+        (serving,) = [name for name, loader in cluster.loaders.items() if "slow" in loader.engines]
+        hosted = cluster.neurons[serving].server.config.app.state.neuron.store.get("slow")
+        hosted.admission.max_running, hosted.admission.max_queue = 0, 0  # every request is refused now
+        refused = httpx.post(f"{url}/v1/messages", json={**body, "max_tokens": 5}, timeout=30)
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "2"  # the neuron's, passed on
+        assert refused.json()["type"] == "error"
+        metrics = cluster.app.state.metrics.render().decode()
+        assert (
+            f'cortex_requests_total{{endpoint="chat_completions",model="slow",neuron="{serving}"}} 1.0'
+            in metrics
+        )
+        assert f'model="slow",neuron="{serving}",type="rate_limited"' in metrics
+    finally:
+        cluster.close()

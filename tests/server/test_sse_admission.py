@@ -25,16 +25,30 @@ async def test_keepalives_fill_silences_and_closing_cancels_the_source():
             closed.set()
 
     items = []
-    stream = sse.with_keepalive(source(), 0.05)
+    pump = sse.Pump(source())
+    stream = sse.with_keepalive(pump.read, 0.05)
     async for item in stream:
         items.append(item)
         if item == 2:
             break
     await stream.aclose()
+    await pump.aclose()
     assert items[0] == 1
     assert items[-1] == 2
-    assert 1 <= items.count(sse.KEEPALIVE) <= 6
-    assert closed.is_set()
+    assert 1 <= items.count(sse.KEEPALIVE) <= 6  # the timeouts lost no item of the source
+    assert closed.is_set()  # closing the pump closed the source (a disconnect reaches the engine)
+
+
+async def test_a_pumped_source_that_fails_raises_in_the_reader():
+    async def source():
+        yield 1
+        raise ValueError("engine failed")
+
+    pump = sse.Pump(source())
+    assert await pump.read() == 1
+    with pytest.raises(ValueError, match="engine failed"):
+        await pump.read()
+    await pump.aclose()
 
 
 def test_event_encoding():

@@ -11,16 +11,17 @@ from cortex.fleet.errors import (
     FleetStreamError,
     LoadTimeoutError,
     ModelNotFoundError,
+    NeuronTransportError,
     NeuronUnavailableError,
     NoCapacityError,
     UpstreamError,
 )
-from cortex.fleet.fleet import KEEPALIVE, Fleet, FleetResponse, KeepAlive, StreamItem
+from cortex.fleet.fleet import Fleet, FleetResponse
 from cortex.fleet.profiles import FleetPolicy, ModelProfile, NeuronSpec, load_models_toml
 from cortex.fleet.status import FleetStatus, NeuronModelStatus, NeuronStatus
+from cortex.fleet.upstream import FleetUpstream
 
 __all__ = [
-    "KEEPALIVE",
     "CatalogueEntry",
     "Fleet",
     "FleetConfigError",
@@ -29,16 +30,16 @@ __all__ = [
     "FleetResponse",
     "FleetStatus",
     "FleetStreamError",
-    "KeepAlive",
+    "FleetUpstream",
     "LoadTimeoutError",
     "ModelNotFoundError",
     "ModelProfile",
     "NeuronModelStatus",
     "NeuronSpec",
     "NeuronStatus",
+    "NeuronTransportError",
     "NeuronUnavailableError",
     "NoCapacityError",
-    "StreamItem",
     "UpstreamError",
     "load_models_toml",
 ]

@@ -63,13 +63,13 @@ def build_catalogue(
             target = loaded if status == "loaded" else loading if status == "loading" else None
             if target is not None:
                 target.setdefault(canonical(upstream_id), []).append(state.name)
+            _shortest(max_len, canonical(upstream_id), entry.get("max_model_len"))
         for upstream_id, entry in state.loadable.items():
             model = canonical(upstream_id)
             loadable.setdefault(model, []).append(state.name)
             if isinstance(entry.get("estimated_memory_bytes"), int):
                 memory[model] = max(memory.get(model, 0), entry["estimated_memory_bytes"])
-            if isinstance(entry.get("max_model_len"), int):
-                max_len[model] = min(max_len.get(model, entry["max_model_len"]), entry["max_model_len"])
+            _shortest(max_len, model, entry.get("max_model_len"))
     by_id = {p.id: p for p in profiles}
     unprofiled = sorted((set(loaded) | set(loading) | set(loadable)) - set(by_id))
     entries = []
@@ -93,6 +93,12 @@ def build_catalogue(
     return entries
 
 
+def _shortest(max_len: dict[str, int], model: str, value: Any) -> None:
+    """Keep the shortest context any neuron reports for ``model`` (what every placement can serve)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        max_len[model] = min(max_len.get(model, value), value)
+
+
 def resolve_model(name: str, profiles: Sequence[ModelProfile], known_ids: Collection[str]) -> str | None:
     """Canonical id for ``name``: a profile id, a known model id, a ``neuron_model``, an exact alias,
     then the first glob alias that matches; ``None`` if nothing does."""
@@ -114,20 +120,40 @@ def _exact_aliases(entry: CatalogueEntry) -> list[str]:
     return [a for a in entry.aliases if not any(c in a for c in "*?[")]
 
 
+def _window(entry: CatalogueEntry) -> dict[str, Any]:
+    """The model's context in OpenAI's shape as vLLM reports it (a request can use all of it)."""
+    return {} if entry.max_model_len is None else {"max_model_len": entry.max_model_len}
+
+
 def openai_models(entries: Sequence[CatalogueEntry], *, created: int) -> dict[str, Any]:
-    """``GET /v1/models`` in OpenAI's shape; exact (non-glob) aliases are listed as models too."""
-    ids = [name for entry in entries for name in [entry.id, *_exact_aliases(entry)]]
-    return {
-        "object": "list",
-        "data": [{"id": i, "object": "model", "created": created, "owned_by": "cortex"} for i in ids],
-    }
+    """``GET /v1/models`` in OpenAI's shape, with ``max_model_len`` (vLLM's field) where known; exact
+    (non-glob) aliases are listed as models too."""
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "cortex", **_window(entry)}
+        for entry in entries
+        for name in [entry.id, *_exact_aliases(entry)]
+    ]
+    return {"object": "list", "data": data}
 
 
 def anthropic_models(entries: Sequence[CatalogueEntry], *, created: int) -> dict[str, Any]:
-    """``GET /v1/models`` in Anthropic's shape (one page holding everything)."""
+    """``GET /v1/models`` in Anthropic's shape (one page holding everything), with the Models API's
+    ``max_input_tokens`` and ``max_tokens`` where the context is known (cortex clamps ``max_tokens`` to
+    what fits after the prompt, so both are the whole context)."""
     created_at = datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     data = [
-        {"type": "model", "id": name, "display_name": entry.display_name, "created_at": created_at}
+        {
+            "type": "model",
+            "id": name,
+            "display_name": entry.display_name,
+            "created_at": created_at,
+            "lifecycle": "active",
+            **(
+                {}
+                if entry.max_model_len is None
+                else {"max_input_tokens": entry.max_model_len, "max_tokens": entry.max_model_len}
+            ),
+        }
         for entry in entries
         for name in [entry.id, *_exact_aliases(entry)]
     ]

@@ -7,9 +7,12 @@ cortex.errors.CortexError
     ├── NoCapacityError                 the model is known but no healthy neuron can hold it now -> 503
     │   └── LoadTimeoutError            a cold load did not finish within ``max_load_wait_s`` -> 503
     ├── NeuronUnavailableError          every eligible neuron failed (connection errors, 5xx) -> 503
-    ├── UpstreamError                   a neuron answered with an error; carries its status and body
-    └── FleetStreamError                a stream broke after its first item; the gateway ends the
-                                        stream with an error event in the caller's dialect
+    ├── UpstreamError                   a neuron answered with an error; carries its status, body and
+    │                                   Retry-After
+    ├── FleetStreamError                a stream broke after its first item; the gateway ends the
+    │                                   stream with an error event in the caller's dialect
+    └── NeuronTransportError            one request to a neuron failed in transport (refused, dropped,
+                                        timed out); the fleet fails over or turns it into the above
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ __all__ = [
     "FleetStreamError",
     "LoadTimeoutError",
     "ModelNotFoundError",
+    "NeuronTransportError",
     "NeuronUnavailableError",
     "NoCapacityError",
     "UpstreamError",
@@ -84,12 +88,13 @@ class NeuronUnavailableError(FleetError):
 class UpstreamError(FleetError):
     """A neuron answered with an error status; ``status`` and ``body`` are the neuron's."""
 
-    def __init__(self, neuron: str, status: int, body: Any) -> None:
+    def __init__(self, neuron: str, status: int, body: Any, *, retry_after: str | None = None) -> None:
         super().__init__(f"Neuron '{neuron}' answered {status}: {_error_message(body)}")
         self.neuron = neuron
         self.status = status
         self.body = body
         self.http_status = status
+        self.retry_after = retry_after
 
 
 class FleetStreamError(FleetError):
@@ -108,3 +113,14 @@ def _error_message(body: Any) -> str:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return str(error["message"])
     return str(body)[:200]
+
+
+class NeuronTransportError(FleetError):
+    """A request to a neuron got no answer: ``gone`` when the connection was refused or dropped (the
+    neuron leaves routing at once), else a timeout or a broken body."""
+
+    http_status = 502
+
+    def __init__(self, message: str, *, gone: bool) -> None:
+        super().__init__(message)
+        self.gone = gone

@@ -12,6 +12,8 @@ implies (claiming a request slot, reserving memory, marking victims as unloading
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import random
 import time
 from collections import Counter, deque
@@ -19,8 +21,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-
-import httpx
 
 from cortex.fleet.catalogue import (
     CatalogueEntry,
@@ -31,8 +31,8 @@ from cortex.fleet.catalogue import (
 )
 from cortex.fleet.errors import (
     FleetConfigError,
-    FleetStreamError,
     ModelNotFoundError,
+    NeuronTransportError,
     NeuronUnavailableError,
     NoCapacityError,
     UpstreamError,
@@ -40,26 +40,16 @@ from cortex.fleet.errors import (
 from cortex.fleet.eviction import idle_expired
 from cortex.fleet.ledger import Ledger
 from cortex.fleet.loader import Loader, reply_ok
-from cortex.fleet.neuron_client import NeuronClient, UpstreamReply
+from cortex.fleet.neuron_client import NeuronClient, UpstreamReply, UpstreamResponse, decode
 from cortex.fleet.poller import NeuronState, Poller
-from cortex.fleet.profiles import FleetPolicy, ModelProfile, NeuronSpec
+from cortex.fleet.profiles import FleetPolicy, ModelProfile, NeuronKind, NeuronSpec
 from cortex.fleet.routing import RouteDecision, route
 from cortex.fleet.status import FleetStatus, NeuronModelStatus, NeuronStatus
+from cortex.fleet.upstream import FleetUpstream
 
-__all__ = ["KEEPALIVE", "Fleet", "FleetResponse", "KeepAlive", "StreamItem"]
+__all__ = ["Fleet", "FleetResponse"]
 
 _MAX_ROUTE_ROUNDS = 4
-
-
-class KeepAlive:
-    """Yielded by ``Fleet.stream`` every ``keepalive_s`` while waiting (cold load), before any data."""
-
-    def __repr__(self) -> str:
-        return "KEEPALIVE"
-
-
-KEEPALIVE = KeepAlive()
-StreamItem = dict[str, Any] | KeepAlive
 
 
 @dataclass(frozen=True)
@@ -82,8 +72,6 @@ class Fleet:
         neurons: Sequence[NeuronSpec],
         profiles: Sequence[ModelProfile] = (),
         policy: FleetPolicy = FleetPolicy(),  # noqa: B008 - frozen, so a shared default is safe
-        *,
-        transport_factory: Callable[[NeuronSpec], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         for kind, names in (("neuron", [n.name for n in neurons]), ("model", [p.id for p in profiles])):
             duplicates = sorted({x for x in names if names.count(x) > 1})
@@ -93,10 +81,7 @@ class Fleet:
         self._profiles = list(profiles)
         self._states = {spec.name: NeuronState(spec) for spec in neurons}
         self._ledger = Ledger(profiles, self._states)
-        self._clients = {
-            spec.name: NeuronClient(spec, transport_factory(spec) if transport_factory else None)
-            for spec in neurons
-        }
+        self._clients = {spec.name: NeuronClient(spec) for spec in neurons}
         self._poller = Poller(
             list(self._states.values()),
             self._clients,
@@ -166,6 +151,14 @@ class Fleet:
     def anthropic_models(self) -> dict[str, Any]:
         return anthropic_models(self.catalogue(), created=self._created)
 
+    def profile(self, model: str) -> ModelProfile | None:
+        """The profile of a canonical model id, if models.toml has one."""
+        return self._ledger.profile(model)
+
+    def max_model_len(self, model: str) -> int | None:
+        """The context of a canonical model id: its profile's, else the shortest a neuron reports."""
+        return next((entry.max_model_len for entry in self.catalogue() if entry.id == model), None)
+
     def resolve(self, model: str) -> str:
         """The canonical id for a model name or alias; raises ``ModelNotFoundError``."""
         known = {
@@ -230,105 +223,106 @@ class Fleet:
 
     # ---- requests -----------------------------------------------------------------------------------
 
-    async def post(
+    async def open(
         self,
         model: str,
-        path: str,
-        body: Mapping[str, Any],
+        build: Callable[[NeuronKind, str], tuple[str, bytes]],
         *,
-        headers: Mapping[str, str] | None = None,
         affinity_key: str | None = None,
-    ) -> FleetResponse:
-        """Send a non-streamed request; fails over on connection errors and 5xx (jittered, bounded)."""
-        failover, payload = self._begin(model, body)
-        canonical = failover.model
+        cold_load: bool = True,
+    ) -> FleetUpstream:
+        """Route a request for ``model``, send it and return the answer as soon as its head (and, for a
+        200, its first bytes) arrived. ``build(kind, upstream_model)`` makes the ``(path, body)`` for the
+        chosen neuron's kind and the id it knows the model by. Connection errors, 5xx and a 404 for a
+        model unloaded since the last poll fail over to another neuron (jittered, bounded); other
+        answers are returned as they are. ``cold_load=False`` never loads a model: a neuron where it is
+        loaded, else one that could load it, serves (count_tokens). Close the answer when done."""
+        canonical = self.resolve(model)
+        upstream_id = self._ledger.upstream(canonical)
+        self.counters["requests"] += 1
+        failover = _Failover(canonical)
         for attempt in range(self.policy.retry_attempts):
             if attempt:
                 await self._backoff(attempt)
+            release: Callable[[], None]
             try:
-                neuron = await self._acquire(canonical, affinity_key=affinity_key, exclude=failover.excluded)
+                if cold_load:
+                    neuron = await self._acquire(
+                        canonical, affinity_key=affinity_key, exclude=failover.excluded
+                    )
+                    release = functools.partial(self._release, neuron, canonical)
+                else:
+                    neuron, release = self._any_holder(canonical, failover.excluded), _nothing
             except NoCapacityError:
                 if not failover.failures:
                     raise
                 break
+            kind = self._states[neuron].spec.kind
+            response: UpstreamResponse | None = None
             try:
-                reply = await self._clients[neuron].post(path, payload, headers=headers)
-            except httpx.TransportError as exc:
+                path, body = build(kind, upstream_id)
+                response = await self._clients[neuron].send(path, body)
+                first = await response.read() if response.status != 200 else await response.read_chunk()
+            except NeuronTransportError as exc:
+                _close(response)
+                release()
                 failover.failures.append((neuron, self._transport_failed(neuron, exc)))
                 continue
-            finally:
-                self._release(neuron, canonical)
-            if await self._should_retry(neuron, canonical, reply):
-                failover.retry(neuron, reply)
+            except BaseException:
+                _close(response)
+                release()
+                raise
+            if response.status == 200 and not first:
+                response.close()
+                release()
+                failover.failures.append((neuron, "the answer ended before its first byte"))
                 continue
-            return FleetResponse(reply.status, reply.body, neuron, canonical, attempt + 1)
+            if response.status != 200:
+                response.close()
+                reply = UpstreamReply(response.status, decode(first), response.headers)
+                if await self._should_retry(neuron, canonical, reply):
+                    release()
+                    failover.retry(neuron, reply)
+                    continue
+            return FleetUpstream(
+                response,
+                first=first,
+                complete=response.status != 200,
+                neuron=neuron,
+                kind=kind,
+                model=canonical,
+                attempts=attempt + 1,
+                on_broken=functools.partial(self._stream_broke, neuron),
+                on_close=release,
+            )
         self.counters["request_failures"] += 1
         raise failover.error()
+
+    async def post(
+        self, model: str, path: str, body: Mapping[str, Any], *, affinity_key: str | None = None
+    ) -> FleetResponse:
+        """Send a non-streamed request and read its JSON answer (failing over like :meth:`open`)."""
+        async with await self.open(model, _json_request(path, body), affinity_key=affinity_key) as upstream:
+            raw = await upstream.read()
+        return FleetResponse(upstream.status, decode(raw), upstream.neuron, upstream.model, upstream.attempts)
 
     async def stream(
-        self,
-        model: str,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        headers: Mapping[str, str] | None = None,
-        affinity_key: str | None = None,
-        keepalive_s: float | None = None,
-    ) -> AsyncIterator[StreamItem]:
-        """Stream a request's SSE ``data`` dicts; yields ``KEEPALIVE`` every ``keepalive_s`` while waiting.
-
-        Before the first data item, failures fail over like ``post`` and finally raise (``UpstreamError``
-        for a 4xx). After it, a broken stream raises ``FleetStreamError``.
-        """
-        failover, payload = self._begin(model, body)
-        canonical = failover.model
-        for attempt in range(self.policy.retry_attempts):
-            if attempt:
-                await self._backoff(attempt)
-            acquire = asyncio.ensure_future(
-                self._acquire(canonical, affinity_key=affinity_key, exclude=failover.excluded)
-            )
-            try:
-                while not acquire.done():
-                    await asyncio.wait({acquire}, timeout=keepalive_s)
-                    if not acquire.done():
-                        yield KEEPALIVE
-                neuron = acquire.result()
-            except NoCapacityError:
-                if not failover.failures:
-                    raise
-                break
-            except BaseException:
-                # Closed or cancelled while waiting: a slot claimed after all is released.
-                acquire.cancel()
-                acquire.add_done_callback(lambda task: self._release_if_claimed(task, canonical))
-                raise
-            streamed = False
-            try:
-                async with self._clients[neuron].stream(path, payload, headers=headers) as upstream:
-                    if upstream.status != 200:
-                        reply = UpstreamReply(upstream.status, await upstream.error_body())
-                        if await self._should_retry(neuron, canonical, reply):
-                            failover.retry(neuron, reply)
-                            continue
-                        raise UpstreamError(neuron, reply.status, reply.body)
-                    async for event in upstream.events():
-                        streamed = True
-                        yield event
-                    return
-            except (httpx.TransportError, ValueError) as exc:
-                if isinstance(exc, httpx.TransportError):
-                    cause = self._transport_failed(neuron, exc)
-                else:
-                    cause = f"undecodable stream data: {exc}"
-                if streamed:
-                    self.counters["stream_errors"] += 1
-                    raise FleetStreamError(neuron, cause) from exc
-                failover.failures.append((neuron, cause))
-            finally:
-                self._release(neuron, canonical)
-        self.counters["request_failures"] += 1
-        raise failover.error()
+        self, model: str, path: str, body: Mapping[str, Any], *, affinity_key: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream a request's SSE ``data`` dicts. Before the first bytes, failures fail over like
+        :meth:`open` and finally raise (``UpstreamError`` for a 4xx); after them a broken stream raises
+        ``FleetStreamError``."""
+        async with await self.open(model, _json_request(path, body), affinity_key=affinity_key) as upstream:
+            if upstream.status != 200:
+                raw = await upstream.read()
+                raise UpstreamError(
+                    upstream.neuron,
+                    upstream.status,
+                    decode(raw),
+                    retry_after=upstream.headers.get("retry-after"),
+                )
+            async for event in upstream.events():
+                yield event
 
     # ---- explicit model management -------------------------------------------------------------------
 
@@ -370,7 +364,7 @@ class Fleet:
         expired = [
             (view.name, model)
             for view in self._ledger.views(now)
-            if view.healthy
+            if view.healthy and self._states[view.name].spec.kind == "cortex"  # openai: never unloaded
             for model in idle_expired(view, ttl, now_s=now)
             if model not in self._loader.loads
         ]
@@ -427,22 +421,29 @@ class Fleet:
 
     # ---- bookkeeping ---------------------------------------------------------------------------------
 
-    def _begin(self, model: str, body: Mapping[str, Any]) -> tuple[_Failover, dict[str, Any]]:
-        """Count a new request for ``model``: its (empty) failover record and the upstream payload."""
-        canonical = self.resolve(model)
-        self.counters["requests"] += 1
-        return _Failover(canonical), {**body, "model": self._ledger.upstream(canonical)}
-
     def _release(self, neuron: str, model: str) -> None:
         self._ledger.release(neuron, model)
         self._loader.capacity_freed.set()
 
-    def _release_if_claimed(self, task: asyncio.Task[str], model: str) -> None:
-        if not task.cancelled() and task.exception() is None:
-            self._release(task.result(), model)
+    def _any_holder(self, model: str, exclude: frozenset[str]) -> str:
+        """A healthy neuron where ``model`` is loaded, else one that could load it; claims nothing."""
+        decision = self._route(model, affinity_key=None, exclude=exclude, record=False)
+        if decision.action == "serve" and decision.neuron is not None:
+            return decision.neuron
+        upstream = self._ledger.upstream(model)
+        profile = self._ledger.profile(model)
+        for name, state in self._states.items():
+            allowed = profile is None or profile.allows(name)
+            if state.healthy and name not in exclude and allowed and upstream in state.loadable:
+                return name
+        raise NoCapacityError(model, decision.reason)
 
-    def _transport_failed(self, neuron: str, exc: httpx.TransportError) -> str:
+    def _transport_failed(self, neuron: str, exc: NeuronTransportError) -> str:
         return self._states[neuron].record_transport_error(exc, unhealthy_after=self.policy.unhealthy_after)
+
+    def _stream_broke(self, neuron: str, exc: NeuronTransportError) -> str:
+        self.counters["stream_errors"] += 1
+        return self._transport_failed(neuron, exc)
 
     async def _should_retry(self, neuron: str, model: str, reply: UpstreamReply) -> bool:
         """A 5xx, or a 404 because the model is no longer loaded there (unloaded since the last poll).
@@ -496,10 +497,31 @@ class _Failover:
     def retry(self, neuron: str, reply: UpstreamReply) -> None:
         """Record a reply that ``_should_retry`` sent elsewhere (a 5xx, or a stale 404)."""
         self.failures.append((neuron, f"HTTP {reply.status}"))
-        self.last_5xx = UpstreamError(neuron, reply.status, reply.body) if reply.status >= 500 else None
+        retry_after = reply.headers.get("retry-after")
+        self.last_5xx = (
+            UpstreamError(neuron, reply.status, reply.body, retry_after=retry_after)
+            if reply.status >= 500
+            else None
+        )
 
     def error(self) -> UpstreamError | NeuronUnavailableError:
         """What to raise once every attempt failed: the neuron's own 5xx if it was the last failure."""
         if self.last_5xx is not None and self.failures[-1][0] == self.last_5xx.neuron:
             return self.last_5xx
         return NeuronUnavailableError(self.model, self.failures)
+
+
+def _close(response: UpstreamResponse | None) -> None:
+    if response is not None:
+        response.close()
+
+
+def _nothing() -> None:
+    """The release of a request that claimed no slot."""
+
+
+def _json_request(path: str, body: Mapping[str, Any]) -> Callable[[NeuronKind, str], tuple[str, bytes]]:
+    def build(_: NeuronKind, upstream_model: str) -> tuple[str, bytes]:
+        return path, json.dumps({**body, "model": upstream_model}).encode()
+
+    return build

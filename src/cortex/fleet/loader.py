@@ -15,9 +15,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
-import httpx
-
-from cortex.fleet.errors import LoadTimeoutError, NoCapacityError, UpstreamError
+from cortex.fleet.errors import LoadTimeoutError, NeuronTransportError, NoCapacityError, UpstreamError
 from cortex.fleet.ledger import Ledger
 from cortex.fleet.neuron_client import NeuronClient, UpstreamReply
 from cortex.fleet.poller import NeuronState
@@ -132,7 +130,7 @@ class Loader:
             self._counters["load_calls"] += 1
             try:
                 reply = await self._clients[neuron].load(upstream, timeout_s=self._policy.max_load_wait_s)
-            except httpx.TransportError as exc:
+            except NeuronTransportError as exc:
                 self._counters["load_failures"] += 1
                 return "failed", self._transport_failed(neuron, exc)
             if reply.status != 200:
@@ -148,7 +146,7 @@ class Loader:
             self._ledger.mark_loaded(neuron, model)
             self._counters["loads"] += 1
             return "loaded", ""
-        except httpx.TransportError as exc:
+        except NeuronTransportError as exc:
             return "failed", self._transport_failed(neuron, exc)
         finally:
             state.reserved_bytes.pop(upstream, None)
@@ -175,7 +173,7 @@ class Loader:
             self.capacity_freed.set()
         return reply
 
-    def _transport_failed(self, neuron: str, exc: httpx.TransportError) -> str:
+    def _transport_failed(self, neuron: str, exc: NeuronTransportError) -> str:
         return self._states[neuron].record_transport_error(exc, unhealthy_after=self._policy.unhealthy_after)
 
 

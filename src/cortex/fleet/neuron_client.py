@@ -1,36 +1,38 @@
-"""HTTP client for one neuron: the neuron contract's routes, JSON bodies and SSE decoding.
+"""HTTP client for one neuron: the neuron contract's routes, and requests relayed as bytes.
 
-One ``httpx.AsyncClient`` per neuron. The transport is a seam: a real network by default, or any
-``httpx.AsyncBaseTransport`` (an ``httpx.ASGITransport`` over a neuron app, a mock) in tests.
-Transport failures surface as ``httpx.TransportError``; this module does no retrying (the fleet does).
+One ``aiohttp.ClientSession`` per neuron, made on first use inside the running loop (chosen over httpx
+by ``benchmarks/upstream_client.py``: several times less CPU per request; docs/benchmarks.md). Its
+connection pool keeps connections alive; cookies are never kept. A ``cortex`` neuron is polled on
+``/health``, ``/models`` and ``/discovery``; an ``openai`` one (any OpenAI-compatible server) only on
+``/v1/models``. Every transport failure surfaces as :class:`NeuronTransportError`; this module does
+no retrying (the fleet does).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
+from cortex.fleet.errors import NeuronTransportError
 from cortex.fleet.profiles import NeuronSpec
 
-__all__ = ["NeuronClient", "SSEDecoder", "UpstreamReply", "UpstreamStream"]
+__all__ = ["NeuronClient", "SSEDecoder", "UpstreamReply", "UpstreamResponse"]
 
-# Hop-by-hop headers and the caller's credentials for the gateway are never forwarded to a neuron.
-_DROPPED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "accept-encoding",
-        "authorization",
-        "x-api-key",
-    }
-)
+# A connection that could not be made or was dropped: the neuron is gone until a poll says otherwise.
+_GONE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ConnectionTimeoutError)
+_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def _transport_error(exc: BaseException) -> NeuronTransportError:
+    gone = isinstance(exc, _GONE) or (
+        isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, TimeoutError)
+    )
+    return NeuronTransportError(f"{type(exc).__name__}: {exc}", gone=gone)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class UpstreamReply:
 
     status: int
     body: Any
+    headers: Mapping[str, str]
 
 
 class SSEDecoder:
@@ -69,50 +72,75 @@ class SSEDecoder:
         return [event] if isinstance(event, dict) else [{"data": event}]
 
 
-class UpstreamStream:
-    """An open streamed answer. ``status`` is known at once; iterate ``events()`` only when it is 200."""
+class UpstreamResponse:
+    """An open answer from a neuron: ``status`` and ``headers`` at once, the body read as it arrives.
 
-    def __init__(self, response: httpx.Response) -> None:
+    :meth:`read_chunk` is safe to cancel (a timeout around it loses no data), which is what lets the
+    gateway send keep-alives without a task per chunk. :meth:`close` drops the connection of a body
+    not read to its end (so the neuron sees the caller leave) and is idempotent.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self.status = response.status_code
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
 
-    async def error_body(self) -> Any:
-        """Read the (non-streamed) error body of a non-200 answer."""
-        await self._response.aread()
-        return _decode(self._response)
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except _FAILURES as exc:
+            raise _transport_error(exc) from exc
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        decoder = SSEDecoder()
-        async for line in self._response.aiter_lines():
-            for event in decoder.feed(line):
-                yield event
-            if decoder.done:
-                return
-        for event in decoder.feed(""):
-            yield event
+    async def read_chunk(self) -> bytes:
+        """The next bytes of the body as they arrive; ``b""`` at its end."""
+        try:
+            return await self._response.content.readany()
+        except _FAILURES as exc:
+            raise _transport_error(exc) from exc
+
+    def close(self) -> None:
+        self._response.close()
 
 
 class NeuronClient:
     """The neuron HTTP contract (see docs/fleet.md, "Neuron contract") for one neuron."""
 
-    def __init__(self, spec: NeuronSpec, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, spec: NeuronSpec) -> None:
         self.spec = spec
-        headers = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=spec.url,
-            transport=transport,
-            headers=headers,
-            timeout=httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 5.0)),
-        )
+        self._headers = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                self.spec.url.rstrip("/") + "/",
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers=self._headers,
+                auto_decompress=False,
+                # an idle (read) timeout, never a total one: a long generation is not cut off
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=min(self.spec.timeout_s, 5.0), sock_read=self.spec.timeout_s
+                ),
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def get(self, path: str, *, timeout_s: float) -> Any:
-        """GET a JSON route; raises ``httpx.HTTPError`` on transport failure or non-2xx status."""
-        response = await self._client.get(path, timeout=timeout_s)
-        response.raise_for_status()
-        return response.json()
+        """GET a JSON route; raises ``NeuronTransportError`` on transport failure or non-2xx status."""
+        try:
+            async with self._client().get(
+                path.lstrip("/"), timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as reply:
+                body = await reply.read()
+        except _FAILURES as exc:
+            raise _transport_error(exc) from exc
+        if not 200 <= reply.status < 300:
+            raise NeuronTransportError(f"GET {path} answered HTTP {reply.status}", gone=False)
+        return json.loads(body)
 
     async def health(self, *, timeout_s: float) -> dict[str, Any]:
         return _as_dict(await self.get("/health", timeout_s=timeout_s))
@@ -122,6 +150,10 @@ class NeuronClient:
 
     async def models(self, *, timeout_s: float) -> dict[str, Any]:
         return _as_dict(await self.get("/models", timeout_s=timeout_s))
+
+    async def openai_models(self, *, timeout_s: float) -> dict[str, Any]:
+        """``GET /v1/models`` of an OpenAI-compatible server: its catalogue."""
+        return _as_dict(await self.get("/v1/models", timeout_s=timeout_s))
 
     async def load(self, model: str, *, timeout_s: float) -> UpstreamReply:
         """``POST /models/load``: blocks until the neuron has the model loaded (or refuses)."""
@@ -134,45 +166,39 @@ class NeuronClient:
         return await self.post("/models/unload", body)
 
     async def post(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        headers: Mapping[str, str] | None = None,
-        timeout_s: float | None = None,
+        self, path: str, body: Mapping[str, Any], *, timeout_s: float | None = None
     ) -> UpstreamReply:
-        response = await self._client.post(
-            path,
-            json=dict(body),
-            headers=_forward_headers(headers),
-            timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
+        """POST a JSON body and read the whole answer."""
+        response = await self.send(path, json.dumps(body).encode(), timeout_s=timeout_s)
+        try:
+            raw = await response.read()
+        finally:
+            response.close()
+        return UpstreamReply(response.status, decode(raw), response.headers)
+
+    async def send(self, path: str, body: bytes, *, timeout_s: float | None = None) -> UpstreamResponse:
+        """POST ``body`` (JSON bytes, sent as they are) and return as soon as the answer's head arrives."""
+        options: dict[str, Any] = (
+            {} if timeout_s is None else {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
         )
-        return UpstreamReply(response.status_code, _decode(response))
-
-    @asynccontextmanager
-    async def stream(
-        self, path: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[UpstreamStream]:
-        """Open a streamed POST; the connection is released when the ``async with`` block exits."""
-        forwarded = {**_forward_headers(headers), "accept": "text/event-stream"}
-        async with self._client.stream("POST", path, json=dict(body), headers=forwarded) as response:
-            yield UpstreamStream(response)
+        try:
+            response = await self._client().post(
+                path.lstrip("/"), data=body, headers={"content-type": "application/json"}, **options
+            )
+        except _FAILURES as exc:
+            raise _transport_error(exc) from exc
+        return UpstreamResponse(response)
 
 
-def _forward_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    if not headers:
-        return {}
-    return {k: v for k, v in headers.items() if k.lower() not in _DROPPED_HEADERS}
-
-
-def _decode(response: httpx.Response) -> Any:
+def decode(raw: bytes) -> Any:
+    """A body as JSON, or as text when it is not JSON."""
     try:
-        return response.json()
+        return json.loads(raw)
     except ValueError:
-        return response.text
+        return raw.decode(errors="replace")
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise httpx.DecodingError(f"expected a JSON object, got {type(value).__name__}")
+        raise NeuronTransportError(f"expected a JSON object, got {type(value).__name__}", gone=False)
     return value

@@ -1,7 +1,8 @@
 """Neuron state and the poller that keeps it fresh.
 
 ``NeuronState`` is the fleet's mutable knowledge of one neuron: health, devices, memory, load and
-model statuses from ``/health`` + ``/models``, and loadable models from ``/discovery``. ``Poller``
+model statuses from ``/health`` + ``/models``, and loadable models from ``/discovery`` (an ``openai``
+neuron: its ``/v1/models``, all loaded). ``Poller``
 polls every neuron's three routes concurrently (all neurons at once, each with a timeout), marks a
 neuron unhealthy after ``unhealthy_after`` consecutive failures and healthy again on its first good
 poll. Requests the fleet itself has in flight are snapshotted at each poll so that the load of a
@@ -16,8 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
+from cortex.fleet.errors import NeuronTransportError
 from cortex.fleet.neuron_client import NeuronClient
 from cortex.fleet.profiles import NeuronSpec
 
@@ -26,8 +26,7 @@ __all__ = ["LocalLoad", "NeuronState", "Poller"]
 # (requests in flight in total, requests in flight per neuron-visible model id), as the fleet counts them
 LocalLoad = tuple[int, Mapping[str, int]]
 
-_GONE_ERRORS = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
-_POLL_ERRORS = (httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError)
+_POLL_ERRORS = (NeuronTransportError, ValueError, KeyError, TypeError, TimeoutError)
 
 
 @dataclass
@@ -67,11 +66,11 @@ class NeuronState:
         if self.consecutive_failures >= unhealthy_after:
             self.healthy = False
 
-    def record_transport_error(self, exc: httpx.TransportError, *, unhealthy_after: int) -> str:
+    def record_transport_error(self, exc: NeuronTransportError, *, unhealthy_after: int) -> str:
         """A request failed in transport: refused or dropped connections take the neuron out of routing
         at once (until a poll succeeds); timeouts count as poll failures. Returns the cause as text."""
-        cause = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, _GONE_ERRORS):
+        cause = str(exc)
+        if exc.gone:
             self.mark_down(cause)
         else:
             self.record_failure(cause, unhealthy_after=unhealthy_after)
@@ -119,6 +118,31 @@ class NeuronState:
         self.consecutive_failures = 0
         self.last_ok_s = now_s
 
+    def apply_openai(self, catalogue: Mapping[str, Any], *, sent_s: float, now_s: float) -> None:
+        """Replace the polled facts of an ``openai`` neuron from its ``/v1/models``: every model it lists
+        is loaded; its load is what this fleet sends it."""
+        self.models = {
+            str(entry["id"]): {
+                "id": str(entry["id"]),
+                "status": "loaded",
+                "in_flight": 0,
+                "queued": 0,
+                **(
+                    {"max_model_len": entry["max_model_len"]}
+                    if isinstance(entry.get("max_model_len"), int)
+                    else {}
+                ),
+            }
+            for entry in catalogue["data"]
+        }
+        self.loadable = {}
+        self.in_flight = self.queued = 0
+        if sent_s > self.down_at_s:
+            self.healthy = True
+            self.last_error = None
+        self.consecutive_failures = 0
+        self.last_ok_s = now_s
+
 
 class Poller:
     """Polls all neurons concurrently, each poll bounded by ``timeout_s``."""
@@ -147,12 +171,16 @@ class Poller:
         sent_s = time.monotonic()
         try:
             async with asyncio.timeout(self._timeout_s):
-                health, models, discovery = await asyncio.gather(
-                    client.health(timeout_s=self._timeout_s),
-                    client.models(timeout_s=self._timeout_s),
-                    client.discovery(timeout_s=self._timeout_s),
-                )
-            state.apply(health, models, discovery, sent_s=sent_s, now_s=time.monotonic())
+                if state.spec.kind == "openai":
+                    catalogue = await client.openai_models(timeout_s=self._timeout_s)
+                    state.apply_openai(catalogue, sent_s=sent_s, now_s=time.monotonic())
+                else:
+                    health, models, discovery = await asyncio.gather(
+                        client.health(timeout_s=self._timeout_s),
+                        client.models(timeout_s=self._timeout_s),
+                        client.discovery(timeout_s=self._timeout_s),
+                    )
+                    state.apply(health, models, discovery, sent_s=sent_s, now_s=time.monotonic())
         except _POLL_ERRORS as exc:
             state.record_failure(
                 f"poll failed: {type(exc).__name__}: {exc}", unhealthy_after=self._unhealthy_after

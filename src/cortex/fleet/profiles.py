@@ -21,22 +21,30 @@ __all__ = [
     "EvictionStrategy",
     "FleetPolicy",
     "ModelProfile",
+    "NeuronKind",
     "NeuronSpec",
     "load_models_toml",
     "profiles_from_toml_value",
 ]
 
 EvictionStrategy = Literal["lru", "priority"]
+NeuronKind = Literal["cortex", "openai"]
 
 
 @dataclass(frozen=True)
 class NeuronSpec:
-    """One neuron: a unique ``name`` and the base ``url`` of its HTTP API (``http://host:13131``)."""
+    """One neuron: a unique ``name`` and the base ``url`` of its HTTP API (``http://host:13131``).
+
+    ``kind`` is ``cortex`` (a cortex neuron: both dialects, loads and unloads on request) or ``openai``
+    (any OpenAI-compatible server: its ``/v1/models`` is its catalogue, all of it served as loaded,
+    never asked to load or unload; Anthropic callers reach it through ``cortex.translate``).
+    """
 
     name: str
     url: str
     api_key: str | None = None
     timeout_s: float = 600.0
+    kind: NeuronKind = "cortex"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -45,6 +53,10 @@ class NeuronSpec:
             raise FleetConfigError(f"neuron {self.name!r}: 'url' must start with http:// or https://")
         if self.timeout_s <= 0:
             raise FleetConfigError(f"neuron {self.name!r}: 'timeout_s' must be > 0")
+        if self.kind not in get_args(NeuronKind):
+            raise FleetConfigError(
+                f"neuron {self.name!r}: 'kind' must be one of {list(get_args(NeuronKind))}"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NeuronSpec:
@@ -60,7 +72,9 @@ class ModelProfile:
     ``preferred_neurons`` are tried first. Under the ``priority`` eviction strategy a model is only
     evicted for one of equal or higher ``priority``. ``pinned`` models are loaded at start and never
     evicted. ``idle_ttl_s`` unloads the model after that long without requests. ``aliases`` are exact
-    names or glob patterns (``claude-*``) that resolve to this model.
+    names or glob patterns (``claude-*``) that resolve to this model. ``tokenizer`` is a model folder
+    (tokenizer.json and chat template) the gateway counts this model's tokens with, for ``openai``
+    neurons, which cannot (count_tokens, and ``max_tokens`` clamped for Anthropic callers).
     """
 
     id: str
@@ -74,6 +88,7 @@ class ModelProfile:
     aliases: tuple[str, ...] = ()
     max_model_len: int | None = None
     display_name: str | None = None
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -251,4 +266,5 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "bool": _check(bool, "a boolean"),
     "tuple[str, ...]": _strings,
     "EvictionStrategy": _check(str, "a string"),
+    "NeuronKind": _check(str, "a string"),
 }

@@ -95,6 +95,7 @@ class GatewayConfig(_Section):
     read_timeout_s: float = Field(default=600.0, gt=0)  # idle timeout on the upstream stream, not total
     keepalive_s: float = Field(default=10.0, gt=0)  # SSE comment / Anthropic ping interval while waiting
     state_dir: Path = Path(DEFAULT_STATE_DIR)  # what the gateway keeps: the Responses store
+    access_log: bool = False  # one log line per request (costs CPU per request)
 
 
 class ResponsesConfig(_Section):
@@ -122,6 +123,7 @@ class NeuronEntry(_Section):
     name: str = Field(min_length=1)
     url: str = Field(pattern=r"^https?://")
     api_key: str | None = None  # sent to the neuron as Authorization: Bearer
+    kind: Literal["cortex", "openai"] = "cortex"  # openai: any OpenAI-compatible server (docs/fleet.md)
 
 
 class CatalogueEntry(_Section):
@@ -152,6 +154,7 @@ class NeuronConfig(_Section):
     max_body_bytes: ByteSize = 32 * 2**20
     api_keys: ApiKeys = ()  # keys a gateway must send (its [[neurons]] api_key); empty: none
     auto_load: bool = True  # a request for a loadable but unloaded model loads it first
+    access_log: bool = False  # one log line per request
     preload: tuple[str, ...] = ()
 
     @field_validator("model_dirs")

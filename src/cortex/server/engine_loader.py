@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cortex.server.served_engine import ModelFacts, ServedEngine
+
+if TYPE_CHECKING:
+    from cortex.engine.text.tokenizer import Tokenizer
 
 # KV pages + state slots per model when [neuron] cache_memory_bytes is unset. Always passed to the engine
 # explicitly (the engine's own CUDA default takes most free memory), so the estimate matches the use.
@@ -39,6 +43,11 @@ class TorchEngineLoader:
             estimated_memory_bytes=config.estimate_weight_bytes(self._dtype) + self._cache_bytes,
             max_model_len=max_len,
         )
+
+    def tokenizer(self, path: Path) -> Tokenizer | None:
+        from cortex.engine.text.tokenizer import Tokenizer
+
+        return Tokenizer.from_folder(path)
 
     def load(self, path: Path) -> ServedEngine:
         from cortex.engine.engine import Engine

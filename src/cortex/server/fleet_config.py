@@ -28,7 +28,9 @@ def build_fleet(
         except FleetError as error:
             raise ConfigError(str(error), file=str(models_file)) from None
     neurons = [
-        NeuronSpec(name=n.name, url=n.url, api_key=n.api_key, timeout_s=config.gateway.read_timeout_s)
+        NeuronSpec(
+            name=n.name, url=n.url, api_key=n.api_key, timeout_s=config.gateway.read_timeout_s, kind=n.kind
+        )
         for n in config.neurons
     ]
     return Fleet(neurons, profiles, policy, **fleet_kwargs)

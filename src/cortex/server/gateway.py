@@ -5,7 +5,7 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (OpenAI), ``POST
 shape for Anthropic callers), ``GET /health``, ``GET|HEAD /`` (status page), ``GET /status`` (JSON),
 ``GET /explain?model=M`` (where the next request for M would go, and why).
 Metrics are served by a separate app (:func:`create_metrics_app`) on their own listener.
-The request path itself is :mod:`cortex.server.relay`.
+The request path itself is :mod:`cortex.server.relay`: a relay of bytes in the caller's dialect.
 
 Importing this module does not import torch.
 """
@@ -25,7 +25,14 @@ from cortex.server.auth import auth_hook, is_authorized
 from cortex.server.config import CortexConfig, load_config
 from cortex.server.edge import body_schema, dialect_of, error_response, error_type_name
 from cortex.server.fleet_config import build_fleet
-from cortex.server.metrics import CONTENT_TYPE, UNKNOWN_MODEL, FunctionCollector, ServerMetrics, fleet_gauges
+from cortex.server.metrics import (
+    CONTENT_TYPE,
+    UNKNOWN_MODEL,
+    FunctionCollector,
+    RequestMeter,
+    ServerMetrics,
+    fleet_gauges,
+)
 from cortex.server.relay import BODIES, Relay, upstream_error_response
 from cortex.server.status import LOCKED_PAGE, status_page
 
@@ -39,8 +46,11 @@ def _relay(request: Request[Any, Any, Any]) -> Relay:
 
 def _handle_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     dialect = dialect_of(request)
-    label = request.scope.get("state", {}).get("model", UNKNOWN_MODEL)
-    _relay(request).metrics.errors.labels(label, "", error_type_name(error)).inc()
+    meter = request.scope.get("state", {}).get("meter")
+    if isinstance(meter, RequestMeter):
+        meter.failed(error_type_name(error))
+    else:
+        _relay(request).metrics.errors.labels(UNKNOWN_MODEL, "", error_type_name(error)).inc()
     if isinstance(error, UpstreamError):
         return upstream_error_response(dialect, error)
     response = error_response(dialect, error)
@@ -51,17 +61,17 @@ def _handle_error(request: Request[Any, Any, Any], error: Exception) -> Response
 
 @post("/v1/chat/completions", status_code=200, dependencies=body_schema(BODIES["chat_completions"]))
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
-    return await _relay(request).openai(request, "/v1/chat/completions", "chat_completions")
+    return await _relay(request).relay(request, "/v1/chat/completions", "chat_completions")
 
 
 @post("/v1/completions", status_code=200, dependencies=body_schema(BODIES["completions"]))
 async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
-    return await _relay(request).openai(request, "/v1/completions", "completions")
+    return await _relay(request).relay(request, "/v1/completions", "completions")
 
 
 @post("/v1/messages", status_code=200, dependencies=body_schema(BODIES["messages"]))
 async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
-    return await _relay(request).messages(request)
+    return await _relay(request).relay(request, "/v1/messages", "messages")
 
 
 @post("/v1/messages/count_tokens", status_code=200, dependencies=body_schema(BODIES["count_tokens"]))

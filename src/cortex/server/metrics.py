@@ -7,6 +7,7 @@ user or prompt. Durations are true histograms. docs/metrics.md lists every metri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,57 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestMeter:
+    """One gateway request's metrics, counted once: labelled with the neuron that served it from
+    :meth:`routed` on (``""`` for a request that never reached one)."""
+
+    def __init__(self, metrics: ServerMetrics, model: str, endpoint: str) -> None:
+        self._metrics = metrics
+        self.model = model
+        self.endpoint = endpoint
+        self.neuron = ""
+        self.started = time.monotonic()
+        self.first_output_at: float | None = None
+        self._counted = False
+        self._streaming = False
+        self._finished = False
+
+    def routed(self, neuron: str) -> None:
+        self.neuron = neuron
+        self._count()
+
+    def _count(self) -> None:
+        if not self._counted:
+            self._counted = True
+            self._metrics.requests.labels(self.model, self.neuron, self.endpoint).inc()
+
+    def failed(self, error_type: str) -> None:
+        self._count()
+        self._metrics.errors.labels(self.model, self.neuron, error_type).inc()
+
+    def start_stream(self) -> None:
+        self._streaming = True
+        self._metrics.in_flight.labels(self.model, self.neuron).inc()
+
+    def finished(self, usage: dict[str, Any] | None) -> None:
+        """The answer ended (``usage`` OpenAI-shaped, when known): duration, tokens, time to first token."""
+        if self._finished:
+            return
+        self._finished = True
+        end = time.monotonic()
+        labels = (self.model, self.neuron)
+        if self._streaming:
+            self._metrics.in_flight.labels(*labels).dec()
+        self._metrics.request_duration.labels(*labels, self.endpoint).observe(end - self.started)
+        self._metrics.observe_usage(*labels, usage)
+        self._metrics.observe_timing(
+            *labels,
+            ttft_s=None if self.first_output_at is None else self.first_output_at - self.started,
+            duration_s=end - self.started,
+            num_tokens=(usage or {}).get("completion_tokens") or 0,
+        )
 
 
 class NeuronMetrics(ServerMetrics):

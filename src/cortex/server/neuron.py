@@ -146,12 +146,22 @@ async def unload(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @get("/v1/models")
 async def v1_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     state = _state(request)
-    ids = [m.id for m in state.store.discover()]
-    ids += [h.id for h in state.store.hosted() if h.id not in ids]
+    windows = {m.id: m.facts.max_model_len for m in state.store.discover()}
+    windows.update({h.id: h.model.facts.max_model_len for h in state.store.hosted() if h.id not in windows})
     if dialect_of(request) == "anthropic":
         data = [
-            {"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"} for i in ids
+            {
+                "type": "model",
+                "id": i,
+                "display_name": i,
+                "created_at": "1970-01-01T00:00:00Z",
+                "lifecycle": "active",
+                "max_input_tokens": n,
+                "max_tokens": n,
+            }
+            for i, n in windows.items()
         ]
+        ids = list(windows)
         return {
             "data": data,
             "has_more": False,
@@ -160,7 +170,10 @@ async def v1_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
         }
     return {
         "object": "list",
-        "data": [{"id": i, "object": "model", "created": 0, "owned_by": state.name} for i in ids],
+        "data": [
+            {"id": i, "object": "model", "created": 0, "owned_by": state.name, "max_model_len": n}
+            for i, n in windows.items()
+        ],
     }
 
 

@@ -85,15 +85,14 @@ class NeuronState:
         }
 
     def tokenizer_for(self, model_id: str) -> Tokenizer:
-        """The model's tokenizer: the loaded engine's, else read from its folder (cached)."""
+        """The model's tokenizer: the loaded engine's, else read from its folder (cached), never its
+        weights (count_tokens never loads a model)."""
         hosted = self.store.get(model_id)
         if hosted is not None and hosted.engine is not None and hosted.engine.tokenizer is not None:
             return hosted.engine.tokenizer
         path = self.store.find(model_id).path
         if path not in self.tokenizers:
-            from cortex.engine.text.tokenizer import Tokenizer
-
-            self.tokenizers[path] = Tokenizer.from_folder(path)
+            self.tokenizers[path] = self.store.loader.tokenizer(path)
         tokenizer = self.tokenizers[path]
         if tokenizer is None:
             raise InvalidRequestError(

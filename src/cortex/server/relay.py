@@ -1,36 +1,48 @@
-"""The gateway's request path: a caller's request through the fleet to a neuron, and the answer back.
+"""The gateway's request path: the caller's request through the fleet to a neuron, the answer back as bytes.
 
-Neurons speak OpenAI ``/v1/chat/completions``; Anthropic requests are translated there and back. For
-Anthropic streams the relay asks the neuron for ``continuous_usage_stats``: the neuron's first chunk
-(sent after the prompt is rendered, before the prefill) carries the exact prompt token count, which
-goes into ``message_start``. ``max_tokens`` is clamped to what the model can still produce
-(``clamp_max_tokens``), because Claude Code asks for 128000. While nothing arrives (a cold load, a long
-prefill) the relay sends SSE comments, and ``ping`` events once ``message_start`` is out.
+A cortex neuron speaks both dialects, so the caller's body goes to the same route there (only the
+model name is replaced when an alias was used, and an OpenAI stream is asked for its usage chunk,
+which the caller gets only if it asked) and the answer's bytes come back unchanged: the relay reads
+only what its metrics need (:mod:`cortex.server.relay_events`), plus the caller's model name put back
+into Anthropic's ``message_start``. An ``openai`` neuron (any OpenAI-compatible server) gets OpenAI
+callers' bodies as they are; Anthropic callers reach it through :mod:`cortex.translate`, with the
+prompt counted by the gateway where the model's profile names a tokenizer.
 
-Every request is counted once here, in the gateway's metrics.
+Streams: the answer starts once the neuron's first bytes arrive, or after ``keepalive_s`` (a cold
+load) with keep-alives until they do; until then a failure is a proper HTTP error. Keep-alives come
+from :func:`cortex.server.sse.with_keepalive` around the upstream read, no task per chunk. A caller
+that leaves closes the upstream connection, which aborts the request on the neuron. Every request is
+counted once, with the model and the neuron that served it (:class:`cortex.server.metrics.RequestMeter`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 from pydantic import BaseModel
 
 from cortex import translate
 from cortex.errors import InvalidRequestError
-from cortex.fleet import Fleet, FleetError, KeepAlive, UpstreamError
+from cortex.fleet import Fleet, FleetError, FleetUpstream, UpstreamError
+from cortex.fleet.profiles import NeuronKind
 from cortex.server import sse
 from cortex.server.affinity import affinity_key
-from cortex.server.edge import Dialect, error_envelope, read_body
-from cortex.server.metrics import UNKNOWN_MODEL, ServerMetrics
+from cortex.server.edge import OFF_LOOP_BYTES, Dialect, error_body, parse_body
+from cortex.server.metrics import UNKNOWN_MODEL, RequestMeter, ServerMetrics
+from cortex.server.relay_events import StreamScanner
+from cortex.server.token_counter import TokenCounter
 from cortex.server.wire.bodies import ChatCompletionBody, CompletionBody, CountTokensBody, MessagesBody
 from cortex.translate.anthropic_stream import AnthropicStreamBuilder
+from cortex.translate.usage import anthropic_usage_to_openai
+
+Build = Callable[[NeuronKind, str], tuple[str, bytes]]
+_HOP_HEADERS = ("retry-after",)  # what of a neuron's error answer reaches the caller besides its body
 
 
 def upstream_error_response(dialect: Dialect, error: UpstreamError) -> Response[Any]:
@@ -42,7 +54,8 @@ def upstream_error_response(dialect: Dialect, error: UpstreamError) -> Response[
         status, body = translate.openai_error_to_anthropic(status, body)
     elif dialect == "openai" and is_anthropic:
         status, body = translate.anthropic_error_to_openai(status, body)
-    return Response(body, status_code=status, media_type="application/json")
+    headers = {"Retry-After": error.retry_after} if error.retry_after else {}
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 # each endpoint's typed body (the edge checks it before anything is routed)
@@ -59,6 +72,7 @@ class Relay:
     fleet: Fleet
     metrics: ServerMetrics
     keepalive_s: float
+    tokens: TokenCounter = field(default_factory=TokenCounter)
 
     def model_label(self, model: str) -> str:
         try:
@@ -66,193 +80,238 @@ class Relay:
         except FleetError:
             return UNKNOWN_MODEL
 
-    async def _begin(self, request: Request[Any, Any, Any], endpoint: str) -> tuple[dict[str, Any], str]:
-        body = await read_body(request, BODIES[endpoint])
-        label = self.model_label(body["model"])
-        request.scope.setdefault("state", {})["model"] = label
-        self.metrics.requests.labels(label, "", endpoint).inc()
-        return body, label
+    async def _begin(
+        self, request: Request[Any, Any, Any], endpoint: str, raw: bytes
+    ) -> tuple[dict[str, Any], RequestMeter]:
+        model = BODIES[endpoint]  # the edge's typed body, checked before anything is routed
+        if len(raw) > OFF_LOOP_BYTES:
+            body = await asyncio.to_thread(parse_body, raw, model)
+        else:
+            body = parse_body(raw, model)
+        meter = RequestMeter(self.metrics, self.model_label(body["model"]), endpoint)
+        request.scope.setdefault("state", {})["meter"] = meter  # the error handler counts with it
+        return body, meter
 
-    def _observe(
-        self,
-        label: str,
-        endpoint: str,
-        started: float,
-        usage: dict[str, Any] | None,
-        first_token_at: float | None,
-    ) -> None:
-        end = time.monotonic()
-        self.metrics.request_duration.labels(label, "", endpoint).observe(end - started)
-        self.metrics.observe_usage(label, "", usage)
-        self.metrics.observe_timing(
-            label,
-            "",
-            ttft_s=None if first_token_at is None else first_token_at - started,
-            duration_s=end - started,
-            num_tokens=(usage or {}).get("completion_tokens") or 0,
+    async def relay(self, request: Request[Any, Any, Any], path: str, endpoint: str) -> Response[Any]:
+        """``/v1/chat/completions``, ``/v1/completions`` (OpenAI) or ``/v1/messages`` (Anthropic)."""
+        raw = await request.body()
+        body, meter = await self._begin(request, endpoint, raw)
+        dialect: Dialect = "anthropic" if endpoint == "messages" else "openai"
+        stream = body.get("stream") is True
+        wants_usage = _wants_usage(body)
+        build = self._anthropic_build(body, raw) if dialect == "anthropic" else _openai_build(body, raw, path)
+        key = affinity_key(request.headers, body)
+        if not stream:
+            async with await self.fleet.open(body["model"], build, affinity_key=key) as upstream:
+                meter.routed(upstream.neuron)
+                data = await upstream.read()
+            return self._whole(dialect, upstream, data, body["model"], meter)
+        opening = asyncio.ensure_future(self.fleet.open(body["model"], build, affinity_key=key))
+        await asyncio.wait({opening}, timeout=self.keepalive_s)
+        if opening.done():
+            upstream = opening.result()  # routing failures and error answers raise here, as HTTP errors
+            if upstream.status != 200:
+                async with upstream:
+                    return self._whole(dialect, upstream, await upstream.read(), body["model"], meter)
+        profile = self.fleet.profile(meter.model)
+
+        def prompt_tokens() -> int | None:
+            return self.tokens.count_anthropic(profile, body) if self.tokens.can_count(profile) else None
+
+        events = self._events(
+            dialect,
+            opening,
+            meter,
+            requested=body["model"],
+            wants_usage=wants_usage,
+            prompt_tokens=prompt_tokens,
         )
-
-    async def openai(self, request: Request[Any, Any, Any], path: str, endpoint: str) -> Response[Any]:
-        """``/v1/chat/completions`` or ``/v1/completions``, passed to the neuron as they are."""
-        body, label = await self._begin(request, endpoint)
-        started = time.monotonic()
-        affinity = affinity_key(request.headers, body)
-        if not body.get("stream"):
-            reply = await self.fleet.post(body["model"], path, body, affinity_key=affinity)
-            usage = reply.json.get("usage") if isinstance(reply.json, dict) else None
-            self._observe(label, endpoint, started, usage, None)
-            return Response(reply.json, status_code=reply.status, media_type="application/json")
-        # Usage is always asked of the neuron (for the metrics); the caller gets it only if it asked.
-        stream_options = body.get("stream_options")
-        wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
-        upstream_body = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
-        items = self.fleet.stream(
-            body["model"], path, upstream_body, affinity_key=affinity, keepalive_s=self.keepalive_s
-        )
-        source = await _early_start(items, self.keepalive_s)
-
-        async def events() -> AsyncIterator[bytes]:
-            usage: dict[str, Any] | None = None
-            first_token_at: float | None = None
-            self.metrics.in_flight.labels(label, "").inc()
-            try:
-                async for item in sse.with_keepalive(source, self.keepalive_s):
-                    if isinstance(item, sse.KeepAlive | KeepAlive):
-                        yield sse.KEEPALIVE_COMMENT
-                        continue
-                    if first_token_at is None and _has_output(item):
-                        first_token_at = time.monotonic()
-                    usage = item.get("usage") or usage
-                    if wants_usage or item.get("choices"):
-                        yield sse.openai_event(item if wants_usage else _without_usage(item))
-                yield sse.OPENAI_DONE
-            except FleetError as error:
-                self.metrics.errors.labels(label, "", "stream_error").inc()
-                yield sse.openai_event(error_envelope("openai", error))
-            finally:
-                self.metrics.in_flight.labels(label, "").dec()
-                self._observe(label, endpoint, started, usage, first_token_at)
-
-        return Stream(events(), media_type="text/event-stream", headers=sse.HEADERS)
-
-    async def messages(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        """``/v1/messages``, translated to the neuron's ``/v1/chat/completions`` and back."""
-        body, label = await self._begin(request, "messages")
-        started = time.monotonic()
-        requested = body["model"]
-        openai_body = translate.anthropic_to_openai_request(body)
-        openai_body["clamp_max_tokens"] = True
-        affinity = affinity_key(request.headers, body)
-        if not body.get("stream"):
-            openai_body.pop("stream", None)
-            openai_body.pop("stream_options", None)
-            reply = await self.fleet.post(
-                requested, "/v1/chat/completions", openai_body, affinity_key=affinity
-            )
-            if reply.status != 200:
-                raise UpstreamError(reply.neuron, reply.status, reply.json)
-            self._observe(label, "messages", started, reply.json.get("usage"), None)
-            message = translate.openai_to_anthropic_response(reply.json)
-            message["model"] = requested
-            return Response(message, media_type="application/json")
-        openai_body["stream"] = True
-        openai_body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
-        items = self.fleet.stream(
-            requested,
-            "/v1/chat/completions",
-            openai_body,
-            affinity_key=affinity,
-            keepalive_s=self.keepalive_s,
-        )
-        source = await _early_start(items, self.keepalive_s)
-
-        async def events() -> AsyncIterator[bytes]:
-            builder: AnthropicStreamBuilder | None = None
-            started_message = False
-            usage: dict[str, Any] | None = None
-            first_token_at: float | None = None
-            self.metrics.in_flight.labels(label, "").inc()
-            try:
-                async for item in sse.with_keepalive(source, self.keepalive_s):
-                    if isinstance(item, sse.KeepAlive | KeepAlive):
-                        yield sse.ANTHROPIC_PING if started_message else sse.KEEPALIVE_COMMENT
-                        continue
-                    usage = item.get("usage") or usage
-                    if builder is None:
-                        prompt_tokens = (usage or {}).get("prompt_tokens")
-                        builder = AnthropicStreamBuilder(
-                            model=requested, message_id=None, input_tokens=prompt_tokens
-                        )
-                    if first_token_at is None and _has_output(item):
-                        first_token_at = time.monotonic()
-                    for event in builder.feed(item):
-                        started_message = True
-                        yield sse.anthropic_event(event)
-                    if builder.done:
-                        break
-                if builder is None:  # the upstream ended without a chunk: still a complete message
-                    builder = AnthropicStreamBuilder(model=requested, message_id=None, input_tokens=None)
-                for event in builder.finish():
-                    yield sse.anthropic_event(event)
-            except (FleetError, InvalidRequestError) as error:
-                self.metrics.errors.labels(label, "", "stream_error").inc()
-                yield sse.anthropic_event(error_envelope("anthropic", error))
-            finally:
-                self.metrics.in_flight.labels(label, "").dec()
-                self._observe(label, "messages", started, usage, first_token_at)
-
-        return Stream(events(), media_type="text/event-stream", headers=sse.HEADERS)
+        return Stream(events, media_type="text/event-stream", headers=sse.HEADERS)
 
     async def count_tokens(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        body, _ = await self._begin(request, "count_tokens")
-        reply = await self.fleet.post(
-            body["model"],
-            "/v1/messages/count_tokens",
-            body,
-            affinity_key=affinity_key(request.headers, body),
-        )
-        if reply.status != 200:
-            raise UpstreamError(reply.neuron, reply.status, reply.json)
-        return Response(reply.json, media_type="application/json")
+        """Counted by a neuron that holds or could load the model (nothing is loaded for it), or by the
+        gateway itself with the profile's tokenizer."""
+        raw = await request.body()
+        body, meter = await self._begin(request, "count_tokens", raw)
+        profile = self.fleet.profile(meter.model)
+        if self.tokens.can_count(profile):
+            meter.routed("")
+            return Response({"input_tokens": self.tokens.count_anthropic(profile, body)})
+
+        def build(kind: NeuronKind, upstream_model: str) -> tuple[str, bytes]:
+            if kind == "openai":
+                self.tokens.count_anthropic(profile, body)  # raises: say how to make it countable
+            return "/v1/messages/count_tokens", _with_model(body, raw, upstream_model)
+
+        async with await self.fleet.open(body["model"], build, cold_load=False) as upstream:
+            meter.routed(upstream.neuron)
+            data = await upstream.read()
+        meter.finished(None)
+        if upstream.status != 200:
+            raise _upstream_error(upstream, data)
+        return Response(data, media_type="application/json")
+
+    def _anthropic_build(self, body: dict[str, Any], raw: bytes) -> Build:
+        def build(kind: NeuronKind, upstream_model: str) -> tuple[str, bytes]:
+            if kind == "cortex":
+                return "/v1/messages", _with_model(body, raw, upstream_model)
+            openai_body = {**translate.anthropic_to_openai_request(body), "model": upstream_model}
+            self._fit_max_tokens(openai_body)
+            if body.get("stream") is True:
+                openai_body["stream_options"] = {"include_usage": True}
+            return "/v1/chat/completions", msgspec.json.encode(openai_body)
+
+        return build
+
+    def _fit_max_tokens(self, body: dict[str, Any]) -> None:
+        """An ``openai`` neuron does not clamp ``max_tokens`` (Claude Code asks for 128000): with a
+        tokenizer it is lowered to what fits after the prompt; without one a limit beyond the context
+        is left out, so the server generates until its context is full."""
+        model = self.model_label(str(body["model"]))
+        limit = body.get("max_completion_tokens")
+        context = self.fleet.max_model_len(model)
+        if not isinstance(limit, int) or context is None:
+            return
+        profile = self.fleet.profile(model)
+        if self.tokens.can_count(profile):
+            room = context - self.tokens.count_openai(profile, body)
+            body["max_completion_tokens"] = max(1, min(limit, room))
+        elif limit >= context:
+            del body["max_completion_tokens"]
+
+    def _whole(
+        self, dialect: Dialect, upstream: FleetUpstream, data: bytes, requested: str, meter: RequestMeter
+    ) -> Response[Any]:
+        if upstream.status != 200:
+            meter.finished(None)
+            raise _upstream_error(upstream, data)
+        answer = msgspec.json.decode(data)
+        if dialect == "openai":
+            meter.finished(answer.get("usage") if isinstance(answer, dict) else None)
+            return Response(data, media_type="application/json")
+        if upstream.kind == "openai":
+            meter.finished(answer.get("usage"))
+            message = translate.openai_to_anthropic_response(answer)
+        else:
+            message = answer
+            meter.finished(anthropic_usage_to_openai(message.get("usage"), "usage"))
+        message["model"] = requested
+        return Response(msgspec.json.encode(message), media_type="application/json")
+
+    async def _events(
+        self,
+        dialect: Dialect,
+        opening: asyncio.Future[FleetUpstream],
+        meter: RequestMeter,
+        *,
+        requested: str,
+        wants_usage: bool,
+        prompt_tokens: Callable[[], int | None],
+    ) -> AsyncIterator[bytes]:
+        scanner = StreamScanner(dialect, drop_usage_chunk=not wants_usage, model=requested)
+        try:
+            while not opening.done():
+                await asyncio.wait({opening}, timeout=self.keepalive_s)
+                if not opening.done():
+                    yield sse.KEEPALIVE_COMMENT  # a cold load: before message_start only comments
+            upstream = opening.result()
+        except (FleetError, InvalidRequestError) as error:
+            meter.failed("stream_error")
+            yield sse.error_event(dialect, error)
+            return
+        except BaseException:  # the caller left while the request was being routed
+            opening.cancel()
+            opening.add_done_callback(_close_when_opened)
+            raise
+        meter.routed(upstream.neuron)
+        async with upstream:
+            meter.start_stream()
+            if upstream.status != 200:
+                yield sse.error_event(dialect, _upstream_error(upstream, await upstream.read()))
+                return
+            translated = dialect == "anthropic" and upstream.kind == "openai"
+            relay = self._translated if translated else self._bytes
+            try:
+                async for data in relay(upstream, scanner, requested, prompt_tokens):
+                    yield data
+            except (FleetError, InvalidRequestError) as error:
+                meter.failed("stream_error")
+                yield sse.error_event(dialect, error)
+            finally:
+                meter.first_output_at = scanner.first_output_at
+                meter.finished(scanner.usage)
+
+    async def _bytes(
+        self, upstream: FleetUpstream, scanner: StreamScanner, *_: object
+    ) -> AsyncIterator[bytes]:
+        async for data in sse.with_keepalive(upstream.read_chunk, self.keepalive_s):
+            if isinstance(data, sse.KeepAlive):
+                yield sse.ANTHROPIC_PING if scanner.started else sse.KEEPALIVE_COMMENT
+            elif out := scanner.feed(data):
+                yield out
+        if out := scanner.flush():
+            yield out
+
+    async def _translated(
+        self,
+        upstream: FleetUpstream,
+        scanner: StreamScanner,
+        requested: str,
+        prompt_tokens: Callable[[], int | None],
+    ) -> AsyncIterator[bytes]:
+        """An OpenAI stream from an ``openai`` neuron as Anthropic events."""
+        builder: AnthropicStreamBuilder | None = None
+        async for chunk in upstream.events():
+            if builder is None:
+                usage = chunk.get("usage")
+                counted = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+                builder = AnthropicStreamBuilder(
+                    model=requested, message_id=None, input_tokens=counted if counted else prompt_tokens()
+                )
+            for event in builder.feed(chunk):
+                yield scanner.feed(sse.anthropic_event(event))
+            if builder.done:
+                break
+        if builder is None:  # the upstream ended without a chunk: still a complete message
+            builder = AnthropicStreamBuilder(model=requested, message_id=None, input_tokens=None)
+        for event in builder.finish():
+            yield scanner.feed(sse.anthropic_event(event))
 
 
-async def _first_item(items: AsyncIterator[Any]) -> Any:
-    async for item in items:
-        if not isinstance(item, KeepAlive):
-            return item
-    return None
+def _wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
-async def _early_start(items: AsyncIterator[Any], wait_s: float) -> AsyncIterator[Any]:
-    """Wait up to ``wait_s`` for the stream's first data item, so that routing failures and neuron 4xx
-    still become a proper error response; when it takes longer (a cold load) the response starts and
-    the caller gets keep-alives, and a later failure becomes an error event in the stream."""
-    first = asyncio.ensure_future(_first_item(items))
-    await asyncio.wait({first}, timeout=wait_s)
-    if first.done():
-        first.result()  # raise now, before the response starts
-    return _continue(first, items)
+def _with_model(body: dict[str, Any], raw: bytes, upstream_model: str) -> bytes:
+    """The caller's bytes as they are, unless the model was named by an alias."""
+    return raw if body["model"] == upstream_model else msgspec.json.encode({**body, "model": upstream_model})
 
 
-async def _continue(first: asyncio.Future[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+def _openai_build(body: dict[str, Any], raw: bytes, path: str) -> Build:
+    stream = body.get("stream") is True
+
+    def build(_: NeuronKind, upstream_model: str) -> tuple[str, bytes]:
+        if stream and not _wants_usage(body):  # the usage is always asked for (the metrics need it)
+            options = body.get("stream_options")
+            options = options if isinstance(options, dict) else {}
+            return path, msgspec.json.encode(
+                {**body, "model": upstream_model, "stream_options": {**options, "include_usage": True}}
+            )
+        return path, _with_model(body, raw, upstream_model)
+
+    return build
+
+
+def _upstream_error(upstream: FleetUpstream, data: bytes) -> UpstreamError:
+    retry_after = next((upstream.headers[h] for h in _HOP_HEADERS if h in upstream.headers), None)
     try:
-        item = await first
-        if item is not None:
-            yield item
-        async for item in rest:
-            yield item
-    finally:
-        first.cancel()
-        await sse.aclose_quietly(rest)
+        body: Any = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        body = error_body("openai", upstream.status, data.decode(errors="replace")[:500])
+    return UpstreamError(upstream.neuron, upstream.status, body, retry_after=retry_after)
 
 
-def _without_usage(chunk: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in chunk.items() if key != "usage"}
-
-
-def _has_output(chunk: dict[str, Any]) -> bool:
-    return any(
-        (choice.get("delta") or {}).get(key) or choice.get("text")
-        for choice in chunk.get("choices") or ()
-        for key in ("content", "reasoning_content", "tool_calls")
-    )
+def _close_when_opened(task: asyncio.Future[FleetUpstream]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()

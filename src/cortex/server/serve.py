@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Any
 
 import uvicorn
+import uvloop
 from litestar import Litestar
 
 from cortex.server.config import CortexConfig, NeuronConfig
@@ -24,12 +26,18 @@ def configure_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
 
 
+def _config(app: Litestar, **options: Any) -> uvicorn.Config:
+    """uvicorn with httptools' C parser (instead of h11) and uvloop's event loop (instead of asyncio's),
+    chosen by benchmarks/gateway.py (docs/benchmarks.md)."""
+    return uvicorn.Config(app, loop="uvloop", http="httptools", **options)
+
+
 def _metrics_server(config: CortexConfig, metrics_app: Litestar) -> uvicorn.Server | None:
     listen = config.gateway.metrics_listen
     if listen is None:
         return None
     return uvicorn.Server(
-        uvicorn.Config(
+        _config(
             metrics_app,
             host=listen.host,
             port=listen.port,
@@ -39,13 +47,27 @@ def _metrics_server(config: CortexConfig, metrics_app: Litestar) -> uvicorn.Serv
     )
 
 
-async def serve_gateway(config: CortexConfig) -> None:
+def serve_gateway(config: CortexConfig) -> None:
     """Serve the gateway and its metrics listener until interrupted."""
+    uvloop.run(_serve_gateway(config))
+
+
+async def _serve_gateway(config: CortexConfig) -> None:
     from cortex.server.gateway import create_app, create_metrics_app
 
     app = create_app(config)
     listen = config.gateway.listen
-    servers = [uvicorn.Server(uvicorn.Config(app, host=listen.host, port=listen.port, log_level="info"))]
+    servers = [
+        uvicorn.Server(
+            _config(
+                app,
+                host=listen.host,
+                port=listen.port,
+                log_level="info",
+                access_log=config.gateway.access_log,
+            )
+        )
+    ]
     metrics = _metrics_server(config, create_metrics_app(app.state.metrics))
     if metrics is not None:
         servers.append(metrics)
@@ -69,7 +91,10 @@ def serve_neuron(config: NeuronConfig) -> None:
         host=config.listen.host,
         port=config.listen.port,
         log_level="info",
+        access_log=config.access_log,
         timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
+        loop="uvloop",
+        http="httptools",
     )
 
 
@@ -80,9 +105,13 @@ def _loopback_socket() -> socket.socket:
     return sock
 
 
-async def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> None:
+def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> None:
     """Run a local neuron (on a private loopback port), the gateway over it and its metrics listener
     until interrupted."""
+    uvloop.run(_serve_embedded(config, demo_preset=demo_preset))
+
+
+async def _serve_embedded(config: CortexConfig, *, demo_preset: str) -> None:
     from cortex.server.embedded import embedded_gateway, prepare_models
     from cortex.server.gateway import create_metrics_app
     from cortex.server.neuron import create_app as create_neuron
@@ -90,20 +119,18 @@ async def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> 
     models = await asyncio.to_thread(prepare_models, config, demo_preset=demo_preset)
     sock = _loopback_socket()
     gateway = embedded_gateway(config, neuron_url=f"http://127.0.0.1:{sock.getsockname()[1]}", models=models)
-    neuron_server = uvicorn.Server(
-        uvicorn.Config(create_neuron(config.neuron), log_config=None, log_level=None)
-    )
+    neuron_server = uvicorn.Server(_config(create_neuron(config.neuron), log_config=None, log_level=None))
     listen = config.gateway.listen
     servers = [
         uvicorn.Server(
-            uvicorn.Config(
+            _config(
                 gateway,
                 host=listen.host,
                 port=listen.port,
                 log_level="info",
-                # uvicorn's access log is process-wide; here it would mostly show the fleet's polls
-                # of the local neuron every few seconds
-                access_log=False,
+                # uvicorn's access log is process-wide: with it on, the fleet's polls of the local
+                # neuron show too
+                access_log=config.gateway.access_log,
             )
         )
     ]

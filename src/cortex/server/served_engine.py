@@ -60,8 +60,11 @@ class ServedEngine(Protocol):
 
 
 class EngineLoader(Protocol):
-    """Reads a model folder's facts (cheap) and builds an engine over it (slow, run in a thread)."""
+    """Reads a model folder's facts and tokenizer (cheap: no weights) and builds an engine over it
+    (slow, run in a thread)."""
 
     def inspect(self, path: Path) -> ModelFacts: ...
+
+    def tokenizer(self, path: Path) -> Tokenizer | None: ...
 
     def load(self, path: Path) -> ServedEngine: ...

@@ -3,7 +3,8 @@
 OpenAI streams are ``data: {json}`` lines ending with ``data: [DONE]``; Anthropic streams are
 ``event: <type>`` + ``data: {json}`` pairs with no terminator. A keep-alive is an SSE comment line
 (``: keep-alive``), which every SSE parser ignores; once an Anthropic stream has sent
-``message_start`` the gateway sends ``ping`` events instead (the SDKs reject any event before it).
+``message_start``, ``ping`` events instead (the SDKs reject any event before it). Keep-alives come
+from :func:`with_keepalive`, the one mechanism both servers use.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, Generic, TypeVar
 
 import anyio
 from litestar.response import Stream
@@ -48,41 +49,58 @@ def anthropic_event(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {dumps(event)}\n\n".encode()
 
 
-async def with_keepalive(source: AsyncIterator[T], interval_s: float | None) -> AsyncIterator[T | KeepAlive]:
-    """Yield ``source``'s items, plus :data:`KEEPALIVE` whenever ``interval_s`` passes without one.
+async def with_keepalive(
+    read: Callable[[], Awaitable[T | None]], interval_s: float
+) -> AsyncIterator[T | KeepAlive]:
+    """Yield what ``read()`` returns until it returns nothing, plus :data:`KEEPALIVE` whenever
+    ``interval_s`` passes without an item. ``read`` must be safe to cancel (a timeout around it loses
+    nothing): the upstream reader of the gateway is, an async generator is not (wrap it in :class:`Pump`).
+    The one keep-alive mechanism of both servers; it makes no task."""
+    while True:
+        try:
+            async with asyncio.timeout(interval_s):
+                item = await read()
+        except TimeoutError:
+            yield KEEPALIVE
+            continue
+        if not item:
+            return
+        yield item
 
-    The source is advanced in its own task so that a timeout never cancels it mid-item. Closing this
-    generator (or cancelling its consumer) cancels the pending step and closes ``source``, which is how a
-    client disconnect reaches the engine.
-    """
-    if interval_s is None:
-        async for item in source:
-            yield item
-        return
-    pending: asyncio.Task[T] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(source))
-            done, _ = await asyncio.wait({pending}, timeout=interval_s)
-            if not done:
-                yield KEEPALIVE
-                continue
-            step, pending = pending, None
-            try:
-                item = step.result()
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        # Shielded: the server cancels this generator's scope on a client disconnect (anyio level
-        # cancellation), and the cleanup below must still run to the end to reach the engine.
+
+class Pump(Generic[T]):
+    """An async iterator advanced in one task of its own (one per stream), so that reading it can time
+    out safely. :meth:`aclose` cancels the task and closes the source, which is how a client disconnect
+    reaches the engine."""
+
+    def __init__(self, source: AsyncIterator[T]) -> None:
+        self._source = source
+        self._queue: asyncio.Queue[tuple[T | None, BaseException | None]] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for item in self._source:
+                self._queue.put_nowait((item, None))
+            self._queue.put_nowait((None, None))
+        except Exception as error:  # handed to the reader, raised there
+            self._queue.put_nowait((None, error))
+
+    async def read(self) -> T | None:
+        """The next item; None at the end."""
+        item, error = await self._queue.get()
+        if error is not None:
+            raise error
+        return item
+
+    async def aclose(self) -> None:
+        # Shielded: the server cancels the stream's scope on a client disconnect (anyio level
+        # cancellation), and this must still run to the end to reach the engine.
         with anyio.CancelScope(shield=True):
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
-            await aclose_quietly(source)
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            await aclose_quietly(self._source)
 
 
 async def aclose_quietly(source: object) -> None:
@@ -107,11 +125,14 @@ def event_stream(
 
     async def body() -> AsyncIterator[bytes]:
         async with owner:
+            pump = Pump(items)
+            started = False  # Anthropic: pings only after message_start (the SDKs reject any before it)
             try:
-                async for item in with_keepalive(items, keepalive_s):
+                async for item in with_keepalive(pump.read, keepalive_s):
                     if isinstance(item, KeepAlive):
-                        yield ANTHROPIC_PING if dialect == "anthropic" else KEEPALIVE_COMMENT
+                        yield ANTHROPIC_PING if started else KEEPALIVE_COMMENT
                     elif dialect == "anthropic":
+                        started = True
                         yield anthropic_event(item)
                     else:
                         yield openai_event(item)
@@ -119,7 +140,14 @@ def event_stream(
                     yield OPENAI_DONE
             except Exception as error:  # after the 200: the error goes into the stream
                 on_error(error)
-                envelope = error_envelope(dialect, error)
-                yield anthropic_event(envelope) if dialect == "anthropic" else openai_event(envelope)
+                yield error_event(dialect, error)
+            finally:
+                await pump.aclose()
 
     return Stream(body(), media_type="text/event-stream", headers=HEADERS)
+
+
+def error_event(dialect: Dialect, error: BaseException) -> bytes:
+    """An error after the response started, as the stream's last event in ``dialect``."""
+    envelope = error_envelope(dialect, error)
+    return anthropic_event(envelope) if dialect == "anthropic" else openai_event(envelope)

@@ -45,7 +45,6 @@ def test_served_fields_reach_the_request():
     assert (params.min_p, params.seed, params.stop, params.logprobs) == (0.1, 3, ("END",), 3)
     assert request.stream
     assert request.include_usage
-    assert not request.continuous_usage
     assert request.logprobs
     assert request.template_kwargs == {"enable_thinking": False}
     developer = parse_chat_request(

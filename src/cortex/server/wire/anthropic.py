@@ -8,6 +8,7 @@ rules; ``max_tokens`` is always clamped to what the model can still produce (Cla
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,9 +19,8 @@ from cortex.server.wire.request import ChatRequest
 
 
 def parse_messages_request(body: dict[str, Any]) -> ChatRequest:
-    return openai.parse_chat_request(
-        {**translate.anthropic_to_openai_request(body), "clamp_max_tokens": True}
-    )
+    parsed = openai.parse_chat_request(translate.anthropic_to_openai_request(body))
+    return dataclasses.replace(parsed, clamp_max_tokens=True)
 
 
 def parse_count_tokens_request(body: dict[str, Any]) -> ChatRequest:

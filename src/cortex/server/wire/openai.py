@@ -6,11 +6,8 @@ field. A field whose meaning cannot be served (``n`` > 1, ``logit_bias``, ``echo
 constrained decoding (docs/structured.md); fields that are only hints (``user``, ``metadata``, ``store``,
 ``parallel_tool_calls``, ``service_tier``, unknown keys) are accepted and ignored (docs/servers.md).
 
-cortex extensions (used by the gateway, harmless for other callers): ``top_k``, ``min_p``,
-``repetition_penalty``, ``ignore_eos``, ``stop_token_ids``, ``chat_template_kwargs``,
-``clamp_max_tokens`` (lower ``max_tokens`` to what fits the context instead of failing) and
-``stream_options.continuous_usage_stats`` (every chunk carries usage; the first one, sent before the
-prefill, carries the exact ``prompt_tokens``).
+cortex extensions (as vLLM names them): ``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``,
+``stop_token_ids``, ``chat_template_kwargs``.
 
 Outputs: :func:`chat_completion` / :func:`chat_completion_chunks` and :func:`completion` /
 :func:`completion_chunks` run a :class:`~cortex.server.generation.Generation` and shape what it yields.
@@ -74,8 +71,7 @@ def _common(body: dict[str, Any], *, logprobs: int | None) -> dict[str, Any]:
         "params": params,
         "stream": field(body, "stream", bool, False),
         "include_usage": bool(field(stream_options, "include_usage", bool, False)),
-        "continuous_usage": bool(field(stream_options, "continuous_usage_stats", bool, False)),
-        "clamp_max_tokens": field(body, "clamp_max_tokens", bool, False),
+        "clamp_max_tokens": False,
         "logprobs": logprobs is not None,
     }
 
@@ -237,28 +233,19 @@ async def chat_completion(gen: Generation, request: ChatRequest) -> dict[str, An
 async def chat_completion_chunks(gen: Generation, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
     """``chat.completion.chunk`` dicts: a role chunk first (before the prefill), then deltas."""
     ids: dict[str, Any] = {"response_id": new_id("chatcmpl"), "model": gen.model, "created": now()}
-    every = request.continuous_usage
-    with_usage = every or request.include_usage  # with include_usage alone, chunks carry usage: null
-    prompt_only = usage_dict(Usage(gen.num_prompt_tokens, 0))
-    yield chat_chunk(
-        **ids,
-        delta={"role": "assistant", "content": ""},
-        usage=prompt_only if every else None,
-        with_usage=with_usage,
-    )
+    with_usage = request.include_usage  # then every chunk carries usage: null, the last one the usage
+    yield chat_chunk(**ids, delta={"role": "assistant", "content": ""}, with_usage=with_usage)
     usage: Usage | None = None
     async for delta in gen.chat_deltas(request):
         usage = delta.usage or usage
         body = delta_dict(delta)
         if not body and delta.finish_reason is None:
             continue
-        so_far = usage or Usage(gen.num_prompt_tokens, 0)
         yield chat_chunk(
             **ids,
             delta=body,
             finish_reason=delta.finish_reason,
             logprobs=chat_logprobs(delta.logprobs) if request.logprobs else None,
-            usage=usage_dict(so_far) if every else None,
             with_usage=with_usage,
         )
     if request.include_usage:
@@ -317,8 +304,6 @@ async def completion_chunks(gen: Generation, request: CompletionRequest) -> Asyn
             ],
         }
         offset += len(delta.text)
-        if request.continuous_usage:
-            chunk["usage"] = usage_dict(usage)
         yield chunk
     if request.include_usage:
         yield {**ids, "choices": [], "usage": usage_dict(usage)}

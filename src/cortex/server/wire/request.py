@@ -25,8 +25,7 @@ class GenerationRequest:
     params: SamplingParams
     stream: bool
     include_usage: bool
-    continuous_usage: bool
-    clamp_max_tokens: bool
+    clamp_max_tokens: bool  # Anthropic callers: lower max_tokens to what fits instead of a 400
     logprobs: bool
 
 
