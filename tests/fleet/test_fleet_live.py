@@ -76,6 +76,9 @@ async def test_catalogue_merges_neurons_and_resolves_aliases(serve: Serve) -> No
             "id": "qwen-a",
             "display_name": "Qwen A",
             "created_at": anthropic["data"][0]["created_at"],
+            "lifecycle": "active",
+            "max_input_tokens": 2048,  # the context, as the Models API names it
+            "max_tokens": 2048,
         }
         assert (anthropic["first_id"], anthropic["last_id"], anthropic["has_more"]) == (
             "qwen-a",
