@@ -32,6 +32,22 @@ def _config(app: Litestar, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(app, loop="uvloop", http="httptools", **options)
 
 
+def _gateway_servers(config: CortexConfig, app: Litestar) -> list[uvicorn.Server]:
+    """The gateway's API listener and, when configured, its metrics listener."""
+    from cortex.server.gateway import create_metrics_app
+
+    listen = config.gateway.listen
+    # uvicorn's access log is process-wide: in the embedded default the local neuron's polls show too
+    api = _config(
+        app, host=listen.host, port=listen.port, log_level="info", access_log=config.gateway.access_log
+    )
+    servers = [uvicorn.Server(api)]
+    metrics = _metrics_server(config, create_metrics_app(app.state.metrics))
+    if metrics is not None:
+        servers.append(metrics)
+    return servers
+
+
 def _metrics_server(config: CortexConfig, metrics_app: Litestar) -> uvicorn.Server | None:
     listen = config.gateway.metrics_listen
     if listen is None:
@@ -53,25 +69,13 @@ def serve_gateway(config: CortexConfig) -> None:
 
 
 async def _serve_gateway(config: CortexConfig) -> None:
-    from cortex.server.gateway import create_app, create_metrics_app
+    from cortex.server.gateway import create_app
 
     app = create_app(config)
-    listen = config.gateway.listen
-    servers = [
-        uvicorn.Server(
-            _config(
-                app,
-                host=listen.host,
-                port=listen.port,
-                log_level="info",
-                access_log=config.gateway.access_log,
-            )
-        )
-    ]
-    metrics = _metrics_server(config, create_metrics_app(app.state.metrics))
-    if metrics is not None:
-        servers.append(metrics)
-    log.info("gateway on http://%s, metrics on %s", listen, config.gateway.metrics_listen or "(off)")
+    servers = _gateway_servers(config, app)
+    log.info(
+        "gateway on http://%s, metrics on %s", config.gateway.listen, config.gateway.metrics_listen or "(off)"
+    )
     await asyncio.gather(*(server.serve() for server in servers))
 
 
@@ -113,33 +117,16 @@ def serve_embedded(config: CortexConfig, *, demo_preset: str = "tiny") -> None:
 
 async def _serve_embedded(config: CortexConfig, *, demo_preset: str) -> None:
     from cortex.server.embedded import embedded_gateway, prepare_models
-    from cortex.server.gateway import create_metrics_app
     from cortex.server.neuron import create_app as create_neuron
 
     models = await asyncio.to_thread(prepare_models, config, demo_preset=demo_preset)
     sock = _loopback_socket()
     gateway = embedded_gateway(config, neuron_url=f"http://127.0.0.1:{sock.getsockname()[1]}", models=models)
     neuron_server = uvicorn.Server(_config(create_neuron(config.neuron), log_config=None, log_level=None))
-    listen = config.gateway.listen
-    servers = [
-        uvicorn.Server(
-            _config(
-                gateway,
-                host=listen.host,
-                port=listen.port,
-                log_level="info",
-                # uvicorn's access log is process-wide: with it on, the fleet's polls of the local
-                # neuron show too
-                access_log=config.gateway.access_log,
-            )
-        )
-    ]
-    metrics = _metrics_server(config, create_metrics_app(gateway.state.metrics))
-    if metrics is not None:
-        servers.append(metrics)
+    servers = _gateway_servers(config, gateway)
     log.info(
         "cortex gateway on http://%s with a local neuron over %s",
-        listen,
+        config.gateway.listen,
         ", ".join(str(d) for d in config.neuron.model_dirs),
     )
     neuron_task = asyncio.create_task(neuron_server.serve(sockets=[sock]))
