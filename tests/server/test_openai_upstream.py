@@ -82,7 +82,7 @@ def gateway(upstream, tmp_path_factory) -> Iterator[str]:
     models_toml = tmp_path_factory.mktemp("config") / "models.toml"
     models_toml.write_text(
         f'[[models]]\nid = "tiny"\nneuron_model = "{folder}"\ntokenizer = "{folder}"\n'
-        'max_model_len = 2048\naliases = ["claude-*"]\n'
+        'max_model_len = 64\naliases = ["claude-*"]\n'
     )
     config = config_from_dict(
         {
@@ -135,9 +135,10 @@ def test_anthropic_callers_reach_it_through_translate_with_counted_tokens(gatewa
     expected = len(render_chat_prompt(Tokenizer.from_folder(upstream[1]), as_openai["messages"]))
     with anthropic.Anthropic(base_url=gateway, api_key="k", max_retries=0) as sdk:
         assert sdk.messages.count_tokens(**request).input_tokens == expected
-        message = sdk.messages.create(max_tokens=128000, **request)  # clamped to what fits, not a 400
+        message = sdk.messages.create(max_tokens=8, **request)
         assert message.model == "claude-opus-5-5"
-        assert message.usage.output_tokens > 0
+        assert message.usage.input_tokens == expected
+        assert 0 < message.usage.output_tokens <= 8
         with sdk.messages.stream(max_tokens=5, **request) as stream:
             events = list(stream)
             final = stream.get_final_message()
@@ -145,6 +146,10 @@ def test_anthropic_callers_reach_it_through_translate_with_counted_tokens(gatewa
     assert events[0].message.usage.input_tokens == expected
     assert final.stop_reason == "max_tokens"
     assert final.usage.output_tokens == 5
+    # Claude Code asks for 128000: lowered to what fits after the prompt (64 - the prompt), not a 400
+    clamped = httpx.post(f"{gateway}/v1/messages", json={**request, "max_tokens": 128000}, timeout=300)
+    assert clamped.status_code == 200, clamped.text
+    assert 0 < clamped.json()["usage"]["output_tokens"] <= 64 - expected
     bad = httpx.post(f"{gateway}/v1/messages", json={**request, "max_tokens": "many"})
     assert bad.status_code == 400
     assert bad.json()["type"] == "error"

@@ -128,6 +128,7 @@ class NeuronClient:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+            await asyncio.sleep(0)  # the closed connections' transports finish closing on the next turn
 
     async def get(self, path: str, *, timeout_s: float) -> Any:
         """GET a JSON route; raises ``NeuronTransportError`` on transport failure or non-2xx status."""

@@ -38,6 +38,7 @@ from cortex.server.metrics import UNKNOWN_MODEL, RequestMeter, ServerMetrics
 from cortex.server.relay_events import StreamScanner
 from cortex.server.token_counter import TokenCounter
 from cortex.server.wire.bodies import ChatCompletionBody, CompletionBody, CountTokensBody, MessagesBody
+from cortex.server.wire.fields import field as field_of
 from cortex.translate.anthropic_stream import AnthropicStreamBuilder
 from cortex.translate.usage import anthropic_usage_to_openai
 
@@ -155,6 +156,7 @@ class Relay:
         def build(kind: NeuronKind, upstream_model: str) -> tuple[str, bytes]:
             if kind == "cortex":
                 return "/v1/messages", _with_model(body, raw, upstream_model)
+            field_of(body, "max_tokens", int)  # a third-party server may answer a wrong type with a 500
             openai_body = {**translate.anthropic_to_openai_request(body), "model": upstream_model}
             self._fit_max_tokens(openai_body)
             if body.get("stream") is True:
