@@ -1,113 +1,103 @@
-"""Gated delta rule: the chunked form and the decode step against the exact recurrence, on ragged
-batches with carried state."""
+"""The gated delta rule references: the chunked form and the decode steps against the exact per-token
+recurrence in float64, on ragged batches with carried state (the Triton kernels are checked against
+both in test_gated_delta_chunk.py and test_gated_delta_recurrent.py). Tolerance: relative RMS error
+1e-6, float32 rounding."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from gated_delta_cases import exact_prefill, ragged_inputs, rel_rms, state_pool
 
 from cortex.engine.kernels.gated_delta import (
     chunk_gated_delta_rule_ref,
+    gated_delta_gates_ref,
     gated_delta_rule_decode,
+    gated_delta_rule_decode_multi_ref,
     gated_delta_rule_prefill,
-    gated_delta_rule_ref,
 )
 
-HK, HV, DK, DV = 2, 4, 16, 8
-
-
-def _inputs(num_tokens: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(num_tokens, HK, DK, generator=gen)
-    k = torch.randn(num_tokens, HK, DK, generator=gen)
-    v = torch.randn(num_tokens, HV, DV, generator=gen)
-    g = -torch.rand(num_tokens, HV, generator=gen) * 2
-    beta = torch.rand(num_tokens, HV, generator=gen)
-    return q, k, v, g, beta
-
-
-def _state(num_slots: int = 6) -> torch.Tensor:
-    return torch.randn(num_slots, HV, DK, DV, generator=torch.Generator().manual_seed(1))
+LENS = [5, 70, 130, 1, 64]
+SLOTS = torch.tensor([3, 0, 5, 1, 2])
+INITIAL = torch.tensor([True, False, True, True, False])
 
 
 @pytest.mark.parametrize("chunk_size", [16, 64])
-def test_chunked_matches_recurrence_on_ragged_batch(chunk_size: int) -> None:
-    lens = [5, 70, 130, 1, 64]
-    q, k, v, g, beta = _inputs(sum(lens))
-    slots = torch.tensor([3, 0, 5, 1, 2])
-    init = [True, False, True, True, False]
-    s_ref, s_chunk = _state(), _state()
-    kw = {"query_lens": lens, "state_slots": slots, "has_initial_state": init}
-    o_ref = gated_delta_rule_ref(q, k, v, g, beta, s_ref, **kw)
-    o_chunk = chunk_gated_delta_rule_ref(q, k, v, g, beta, s_chunk, chunk_size=chunk_size, **kw)
-    torch.testing.assert_close(o_chunk, o_ref, atol=2e-6, rtol=1e-5)
-    torch.testing.assert_close(s_chunk, s_ref, atol=2e-6, rtol=1e-5)
+def test_chunked_matches_float64_recurrence_on_ragged_batch(chunk_size: int) -> None:
+    inputs = ragged_inputs(LENS, dtype=torch.float32, seed=0)
+    before = state_pool(6)
+    state = before.clone()
+    o = chunk_gated_delta_rule_ref(
+        **inputs, state=state, state_slots=SLOTS, has_initial_state=INITIAL, chunk_size=chunk_size
+    )
+    o_exact, state_exact = exact_prefill(inputs, before, state_slots=SLOTS, has_initial_state=INITIAL)
+    assert rel_rms(o, o_exact) < 1e-6
+    assert rel_rms(state, state_exact) < 1e-6
     # slot 4 belongs to no sequence and is untouched
-    torch.testing.assert_close(s_ref[4], _state()[4], atol=0, rtol=0)
+    assert torch.equal(state[4], before[4])
+
+
+def test_gates_follow_the_model_definition() -> None:
+    a, b = torch.tensor([[-30.0, 0.0, 25.0]]), torch.tensor([[0.0, 2.0, -2.0]])
+    A_log, dt_bias = torch.tensor([0.0, 1.0, -1.0]), torch.tensor([0.5, 0.0, 0.0])
+    g, beta = gated_delta_gates_ref(a, b, A_log, dt_bias, torch.float64)
+    expected = -A_log.double().exp() * torch.log1p((a.double() + dt_bias.double()).exp())
+    torch.testing.assert_close(g, expected)
+    torch.testing.assert_close(beta, torch.sigmoid(b.double()))
 
 
 def test_fresh_prefill_ignores_slot_contents() -> None:
-    q, k, v, g, beta = _inputs(10)
-    kw = {"query_lens": [10], "state_slots": torch.tensor([0]), "has_initial_state": [False]}
-    o1 = gated_delta_rule_prefill(q, k, v, g, beta, torch.zeros(1, HV, DK, DV), **kw)
-    o2 = gated_delta_rule_prefill(q, k, v, g, beta, torch.randn(1, HV, DK, DV), **kw)
-    torch.testing.assert_close(o1, o2, atol=0, rtol=0)
+    inputs = ragged_inputs([10], dtype=torch.float32, seed=2)
+    kw = {"state_slots": torch.tensor([0]), "has_initial_state": torch.tensor([False]), "kernels": "ref"}
+    o1 = gated_delta_rule_prefill(**inputs, state=torch.zeros_like(state_pool(1)), **kw)
+    o2 = gated_delta_rule_prefill(**inputs, state=state_pool(1), **kw)
+    assert torch.equal(o1, o2)
 
 
-def test_prefill_in_chunks_then_decode_matches_one_prefill() -> None:
-    total = 150
-    q, k, v, g, beta = _inputs(total)
-    slot = torch.tensor([2])
-    whole_state = _state()
-    whole = gated_delta_rule_prefill(
-        q, k, v, g, beta, whole_state, query_lens=[total], state_slots=slot, has_initial_state=[False]
+def test_decode_steps_continue_a_prefill() -> None:
+    total, slot = 80, torch.tensor([2])
+    inputs = ragged_inputs([total], dtype=torch.float32, seed=3)
+    before = state_pool(4)
+    o_exact, state_exact = exact_prefill(
+        inputs, before, state_slots=slot, has_initial_state=torch.tensor([False])
     )
-    state = _state()
-    outs, start = [], 0
-    for size in (40, 70):
-        span = slice(start, start + size)
-        outs.append(
-            gated_delta_rule_prefill(
-                q[span],
-                k[span],
-                v[span],
-                g[span],
-                beta[span],
-                state,
-                query_lens=[size],
-                state_slots=slot,
-                has_initial_state=[start > 0],
+    head = {n: t[:75] for n, t in inputs.items() if n in ("q", "k", "v", "a", "b")}
+    params = {"A_log": inputs["A_log"], "dt_bias": inputs["dt_bias"]}
+    state = before.clone()
+    outs = [
+        gated_delta_rule_prefill(
+            **head,
+            **params,
+            state=state,
+            cu_seqlens=torch.tensor([0, 75], dtype=torch.int32),
+            state_slots=slot,
+            has_initial_state=torch.tensor([False]),
+            kernels="ref",
+        )
+    ]
+    for t in range(75, total):
+        token = {n: inputs[n][t : t + 1] for n in ("q", "k", "v", "a", "b")}
+        outs.append(gated_delta_rule_decode(**token, **params, state=state, state_slots=slot, kernels="ref"))
+    assert rel_rms(torch.cat(outs), o_exact) < 1e-6
+    assert rel_rms(state[2], state_exact[2]) < 1e-6
+
+
+def test_multi_token_reference_keeps_each_state() -> None:
+    # two sequences of three tokens: the state after token t of sequence i lands in token_state_slots[i, t]
+    inputs = ragged_inputs([6], dtype=torch.float32, seed=4)
+    del inputs["cu_seqlens"]
+    before = state_pool(8)
+    state = before.clone()
+    token_slots = torch.tensor([[4, 5, 0], [6, 7, 1]])
+    gated_delta_rule_decode_multi_ref(
+        **inputs, state=state, initial_state_slots=torch.tensor([0, 1]), token_state_slots=token_slots
+    )
+    for i in range(2):
+        for t in range(3):
+            prefix = {n: inputs[n][3 * i : 3 * i + t + 1] for n in ("q", "k", "v", "a", "b")}
+            prefix |= {"A_log": inputs["A_log"], "dt_bias": inputs["dt_bias"]}
+            prefix["cu_seqlens"] = torch.tensor([0, t + 1], dtype=torch.int32)
+            _, exact = exact_prefill(
+                prefix, before, state_slots=torch.tensor([i]), has_initial_state=torch.tensor([True])
             )
-        )
-        start += size
-    for t in range(start, total):
-        span = slice(t, t + 1)
-        outs.append(
-            gated_delta_rule_decode(q[span], k[span], v[span], g[span], beta[span], state, state_slots=slot)
-        )
-    torch.testing.assert_close(torch.cat(outs), whole, atol=2e-6, rtol=1e-5)
-    torch.testing.assert_close(state, whole_state, atol=2e-6, rtol=1e-5)
-
-
-def test_decode_updates_only_its_slots() -> None:
-    q, k, v, g, beta = _inputs(3)
-    slots = torch.tensor([4, 1, 3])
-    state = _state()
-    before = state.clone()
-    out = gated_delta_rule_decode(q, k, v, g, beta, state, state_slots=slots)
-    expected_state = before.clone()
-    expected = gated_delta_rule_ref(
-        q,
-        k,
-        v,
-        g,
-        beta,
-        expected_state,
-        query_lens=[1, 1, 1],
-        state_slots=slots,
-        has_initial_state=[True] * 3,
-    )
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(state, expected_state, atol=1e-6, rtol=1e-5)
-    for untouched in (0, 2, 5):
-        assert torch.equal(state[untouched], before[untouched])
+            assert rel_rms(state[token_slots[i, t]], exact[i]) < 1e-6

@@ -3,16 +3,23 @@
 The history of a sequence is its last ``kernel - 1`` raw (pre-conv) inputs, stored per state slot in
 ``conv_state[slot]``: ``[conv_dim, kernel - 1]``, oldest first. A sequence with
 ``has_initial_state`` false starts from zeros (a fresh prefill), whatever its slot holds. Both ops
-write the new history back into the slot, in place. Matches transformers' ``causal_conv1d_fn`` /
-``causal_conv1d_update`` fallbacks (``Qwen3_5GatedDeltaNet``).
+write the new history back into the slot, in place; the slots of one call must be distinct. Matches
+transformers' ``causal_conv1d_fn`` / ``causal_conv1d_update`` fallbacks (``Qwen3_5GatedDeltaNet``).
+
+Each op is a dispatch point (``kernels``, see ``selection.py``): the Triton kernels in
+``causal_conv1d_triton.py`` or the references here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
+
+from cortex.engine.kernels.causal_conv1d_triton import (
+    causal_conv1d_decode_launch,
+    causal_conv1d_prefill_launches,
+)
+from cortex.engine.kernels.selection import KernelBackend
 
 
 def causal_conv1d_prefill_ref(
@@ -20,31 +27,29 @@ def causal_conv1d_prefill_ref(
     weight: torch.Tensor,
     conv_state: torch.Tensor,
     *,
-    query_lens: Sequence[int],
+    cu_seqlens: torch.Tensor,
     state_slots: torch.Tensor,
-    has_initial_state: Sequence[bool],
+    has_initial_state: torch.Tensor,
 ) -> torch.Tensor:
-    # x: [num_tokens, conv_dim]; weight: [conv_dim, kernel]; conv_state: [num_slots, conv_dim, kernel - 1]
-    # state_slots: [num_seqs] int64; returns y: [num_tokens, conv_dim] = silu(conv(history ++ x))
+    """Same contract as ``causal_conv1d_prefill``."""
     conv_dim, kernel = weight.shape
     out = torch.empty_like(x)
-    start = 0
-    for i, query_len in enumerate(query_lens):
-        slot = int(state_slots[i])
-        xi = x[start : start + query_len].t()  # [conv_dim, query_len]
-        history = conv_state[slot].to(x.dtype) if has_initial_state[i] else x.new_zeros(conv_dim, kernel - 1)
+    bounds = cu_seqlens.tolist()
+    for i, (slot, initial) in enumerate(zip(state_slots.tolist(), has_initial_state.tolist(), strict=True)):
+        start, end = bounds[i], bounds[i + 1]
+        xi = x[start:end].t()  # [conv_dim, query_len]
+        history = conv_state[slot].to(x.dtype) if initial else x.new_zeros(conv_dim, kernel - 1)
         window = torch.cat((history, xi), dim=1)  # [conv_dim, kernel - 1 + query_len]
         y = F.conv1d(window[None], weight[:, None, :], groups=conv_dim)[0]  # [conv_dim, query_len]
-        out[start : start + query_len] = F.silu(y).t()
+        out[start:end] = F.silu(y).t()
         conv_state[slot] = window[:, window.shape[1] - (kernel - 1) :].to(conv_state.dtype)
-        start += query_len
     return out
 
 
 def causal_conv1d_decode_ref(
     x: torch.Tensor, weight: torch.Tensor, conv_state: torch.Tensor, *, state_slots: torch.Tensor
 ) -> torch.Tensor:
-    # x: [num_seqs, conv_dim], one new token per sequence continuing its history; returns [num_seqs, conv_dim]
+    """Same contract as ``causal_conv1d_decode``."""
     history = conv_state[state_slots].to(x.dtype)  # [num_seqs, conv_dim, kernel - 1]
     window = torch.cat((history, x[:, :, None]), dim=2)  # [num_seqs, conv_dim, kernel]
     y = (window * weight[None]).sum(-1)
@@ -52,6 +57,42 @@ def causal_conv1d_decode_ref(
     return F.silu(y)
 
 
-# Dispatch points (see kernels/__init__.py): the references serve every device until a GPU kernel lands.
-causal_conv1d_prefill = causal_conv1d_prefill_ref
-causal_conv1d_decode = causal_conv1d_decode_ref
+def causal_conv1d_prefill(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    conv_state: torch.Tensor,
+    *,
+    cu_seqlens: torch.Tensor,
+    state_slots: torch.Tensor,
+    has_initial_state: torch.Tensor,
+    kernels: KernelBackend,
+) -> torch.Tensor:
+    """``silu(conv(history ++ x))`` per sequence, and the new history into each slot.
+
+    x: ``[num_tokens, conv_dim]`` (rows may be strided); weight: ``[conv_dim, kernel]``; conv_state:
+    ``[num_slots, conv_dim, kernel - 1]``; cu_seqlens: ``[num_seqs + 1]`` int32; state_slots:
+    ``[num_seqs]`` int64; has_initial_state: ``[num_seqs]`` bool. Returns ``[num_tokens, conv_dim]``.
+    """
+    kwargs = {"cu_seqlens": cu_seqlens, "state_slots": state_slots, "has_initial_state": has_initial_state}
+    if kernels == "ref":
+        return causal_conv1d_prefill_ref(x, weight, conv_state, **kwargs)
+    out = x.new_empty(x.shape)
+    for launch in causal_conv1d_prefill_launches(x, weight, conv_state, **kwargs, out=out):
+        launch()
+    return out
+
+
+def causal_conv1d_decode(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    conv_state: torch.Tensor,
+    *,
+    state_slots: torch.Tensor,
+    kernels: KernelBackend,
+) -> torch.Tensor:
+    """One new token per sequence continuing its history: x ``[num_seqs, conv_dim]`` -> same shape."""
+    if kernels == "ref":
+        return causal_conv1d_decode_ref(x, weight, conv_state, state_slots=state_slots)
+    out = x.new_empty(x.shape)
+    causal_conv1d_decode_launch(x, weight, conv_state, state_slots=state_slots, out=out)()
+    return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,9 @@ class CompileSpec:
     constexprs: Mapping[str, Any]
     num_warps: int
     num_stages: int
+    # the arguments Triton's JIT would mark 16-divisible at launch (every tensor, whose storage torch
+    # allocates aligned, and every int that is a multiple of 16): the binary the GPU runs assumes it
+    divisible: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, name: str, launch: KernelLaunch) -> CompileSpec:
@@ -127,6 +131,12 @@ class CompileSpec:
             constexprs=dict(launch.constexprs),
             num_warps=launch.num_warps,
             num_stages=launch.num_stages,
+            divisible=tuple(
+                name
+                for name, value in launch.args.items()
+                if isinstance(value, torch.Tensor)
+                or (isinstance(value, int) and not isinstance(value, bool) and value % 16 == 0)
+            ),
         )
 
     @property
@@ -138,6 +148,7 @@ class CompileSpec:
             tuple(sorted(self.constexprs.items())),
             self.num_warps,
             self.num_stages,
+            self.divisible,
         )
 
 
@@ -183,13 +194,12 @@ def compile_sm90(spec: CompileSpec) -> CompiledKernel:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
 
-    # under TRITON_INTERPRET=1 the kernels are InterpretedFunctions; compile their Python function
-    kernel = JITFunction(spec.kernel.fn) if isinstance(spec.kernel, InterpretedFunction) else spec.kernel
+    kernel = _compilable(spec.kernel)
+    names = list(kernel.arg_names)
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in spec.divisible}
     compiled = triton.compile(
-        ASTSource(kernel, dict(spec.signature), dict(spec.constexprs)),
+        ASTSource(kernel, dict(spec.signature), dict(spec.constexprs), attrs=attrs),
         target=GPUTarget(*SM90_TARGET),
         options={"num_warps": spec.num_warps, "num_stages": spec.num_stages, "enable_fp_fusion": True},
     )
@@ -198,3 +208,41 @@ def compile_sm90(spec: CompileSpec) -> CompiledKernel:
         num_warps=int(compiled.metadata.num_warps),
         ptx=str(compiled.asm["ptx"]),
     )
+
+
+def _compilable(kernel: Any, done: dict[int, Any] | None = None) -> Any:
+    """``kernel`` as a JITFunction ``triton.compile`` accepts.
+
+    Under ``TRITON_INTERPRET=1`` every jit function is an InterpretedFunction: the kernel, the jit
+    helpers it calls, and triton.language's own jit-implemented functions (``tl.sum``, ``tl.zeros``,
+    ``tl.cdiv``...). Each is rebuilt as a JITFunction over a copy of its module globals in which the
+    helpers it names, and the jit functions of the ``triton.language`` modules it names, are rebuilt the
+    same way. Nothing outside the copies changes.
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    if not isinstance(kernel, InterpretedFunction):
+        return kernel
+    done = {} if done is None else done
+    if id(kernel) in done:
+        return done[id(kernel)]
+    fn = kernel.fn
+    scope = dict(fn.__globals__)
+    clone = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__
+    clone.__module__ = fn.__module__
+    clone.__annotations__ = fn.__annotations__
+    done[id(kernel)] = compiled = JITFunction(clone)
+    for name in fn.__code__.co_names:
+        value = scope.get(name)
+        if isinstance(value, InterpretedFunction):
+            scope[name] = _compilable(value, done)
+        elif isinstance(value, types.ModuleType) and value.__name__.startswith("triton.language"):
+            module = types.ModuleType(value.__name__)
+            module.__dict__.update(value.__dict__)
+            for attr, member in value.__dict__.items():
+                if isinstance(member, InterpretedFunction):
+                    setattr(module, attr, _compilable(member, done))
+            scope[name] = module
+    return compiled
