@@ -1,7 +1,8 @@
 """Engine: the public inference API of one model on one device (generate, stream, chat, abort, stats).
 
 A request goes ``_make_request`` (validate, resolve params) -> ``Scheduler`` (blocks, slot, chunked
-prefill, preemption) -> ``ModelRunner`` (tensors, forward, sample) -> ``Scheduler.update`` (append,
+prefill, preemption) -> ``StepInput`` (the step as plain data) -> ``ModelRunner`` (tensors, forward,
+sample) -> ``Scheduler.update`` (append,
 stop checks) -> ``_emit`` (a :class:`RequestStream`: incremental text, stop strings, a
 :class:`StreamDelta` to the request's sink). One background thread steps the scheduler while there is
 work, and only then; every caller (the blocking ``generate`` and any number of asyncio ``stream``
@@ -51,6 +52,7 @@ from cortex.engine.sampling import RowLogprobs
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.scheduler import ScheduledBatch, Scheduler
 from cortex.engine.stats import EngineStats, ThroughputMeter
+from cortex.engine.step_input import build_step_input
 from cortex.engine.structured.backend import GrammarBackend
 from cortex.engine.text.tokenizer import Tokenizer
 from cortex.errors import ContextLengthError, InvalidRequestError
@@ -137,7 +139,7 @@ class Engine:
             tokenizer.eos_token_ids if tokenizer is not None else ()
         )
         self._tracked: dict[str, RequestStream] = {}
-        self._released_ids: list[str] = []  # finished outside a step; their generators go at the next step
+        self._released_ids: list[str] = []  # finished since the last step; the next StepInput lists them
         self._grammar_backend: GrammarBackend | None = None  # built on the first structured request
         self._grammar_lock = threading.Lock()
         self._lock = threading.RLock()  # re-entered when a sink aborts its own request
@@ -346,18 +348,17 @@ class Engine:
 
     def _step(self) -> None:
         with self._lock:
-            for request_id in self._released_ids:
-                self._runner.release(request_id)
-            self._released_ids.clear()
             batch = self._scheduler.schedule(only=self._quarantine.current())
             if batch.is_empty:
                 raise EngineError(f"the scheduler made no progress ({self._scheduler.num_waiting} waiting)")
             self._num_preemptions += len(batch.preempted)
+            step = build_step_input(batch, self._released_ids)
+            self._released_ids.clear()
         # engines sharing a process take turns on the CPU's cores rather than oversubscribing them
         with CPU_STEP_LOCK if self.device.type == "cpu" else contextlib.nullcontext():
             start_s = time.perf_counter()
             try:
-                output = self._runner.execute(batch)
+                output = self._runner.execute(step)
             except Exception as exc:
                 self._step_failed(batch, exc)
                 return
@@ -380,9 +381,7 @@ class Engine:
                 except Exception as exc:
                     self._fail(request, f"turning a token into text failed: {exc!r}", cause=exc)
             self._quarantine.step_succeeded(batch)
-            for seq in batch.seqs:
-                if seq.request.is_finished:
-                    self._runner.release(seq.request.request_id)
+            self._released_ids.extend(seq.request.request_id for seq in batch.seqs if seq.request.is_finished)
 
     @staticmethod
     def _logprobs_by_request(

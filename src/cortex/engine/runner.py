@@ -1,10 +1,13 @@
-"""ModelRunner: a ScheduledBatch -> ForwardBatch tensors on the device -> model -> sampled tokens.
+"""ModelRunner: a StepInput -> ForwardBatch tensors on the device -> model -> sampled tokens.
 
-No policy: the scheduler decided what runs; the runner only builds the step's tensors, restores state
+No policy: the scheduler decided what runs and the engine wrote it down as a
+:class:`~cortex.engine.step_input.StepInput`; the runner only builds the step's tensors, restores state
 slots from prefix-cache snapshots, calls the model with the cache tensors it owns, saves the snapshots
 the step was cut for, and samples. It keeps one ``torch.Generator`` per request (seeded from
 ``SamplingParams.seed``, or randomly) alive across steps and preemptions, so a seeded request's draws
-depend only on its own history.
+depend only on its own history, and forgets it when a step lists the request as finished. A
+tensor-parallel rank runs the same runner over its shard of the model (``cortex.engine.parallel``):
+every rank calls :meth:`forward` (state copies included), one samples.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from cortex.engine.batch import ForwardBatch
 from cortex.engine.cache.layer_cache import LayerCache
 from cortex.engine.cache.pools import copy_state_rows
 from cortex.engine.sampling import SamplerOutput, SamplingRow, sample
-from cortex.engine.scheduler import ScheduledBatch
+from cortex.engine.step_input import StepInput
 from cortex.engine.structured.logits import GrammarRow, keep_within_budget, mask_logits
 
 Model = Callable[[ForwardBatch, Sequence[LayerCache]], torch.Tensor]
@@ -35,31 +38,29 @@ class ModelRunner:
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
 
-    def prepare(self, batch: ScheduledBatch) -> ForwardBatch:
-        """Flatten the batch's new tokens and metadata into device tensors (see ``ForwardBatch``)."""
+    def prepare(self, step: StepInput) -> ForwardBatch:
+        """Flatten the step's new tokens and metadata into device tensors (see ``ForwardBatch``)."""
         input_ids: list[int] = []
         positions: list[int] = []
         slot_mapping: list[int] = []
         logits_indices: list[int] = []
         state_slots: list[int] = []
-        query_lens = tuple(seq.num_new_tokens for seq in batch.seqs)
-        num_cached = tuple(seq.num_cached_tokens for seq in batch.seqs)
+        query_lens = tuple(seq.num_new_tokens for seq in step.seqs)
+        num_cached = tuple(seq.num_cached_tokens for seq in step.seqs)
         cu_seqlens = [0, *accumulate(query_lens)]
-        max_num_blocks = max(len(seq.request.block_table) for seq in batch.seqs)
+        max_num_blocks = max(len(seq.block_table) for seq in step.seqs)
         block_tables: list[list[int]] = []
-        for i, seq in enumerate(batch.seqs):
-            request = seq.request
+        for i, seq in enumerate(step.seqs):
             start, end = seq.num_cached_tokens, seq.num_cached_tokens + seq.num_new_tokens
-            input_ids.extend(request.token_ids_between(start, end))
+            input_ids.extend(seq.token_ids)
             positions.extend(range(start, end))
-            assert request.state_slot is not None, "a scheduled request holds a state slot"
-            state_slots.append(request.state_slot)
-            table = request.block_table
+            state_slots.append(seq.state_slot)
+            table = seq.block_table
             slot_mapping.extend(
                 table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)
             )
-            block_tables.append(table + [-1] * (max_num_blocks - len(table)))
-            if seq.samples:
+            block_tables.append([*table, *[-1] * (max_num_blocks - len(table))])
+            if seq.sampling is not None:
                 logits_indices.append(cu_seqlens[i + 1] - 1)
 
         def tensor(values: Sequence[int] | Sequence[Sequence[int]], dtype: torch.dtype) -> torch.Tensor:
@@ -79,29 +80,37 @@ class ModelRunner:
             num_cached_tokens_host=num_cached,
         )
 
-    def execute(self, batch: ScheduledBatch) -> SamplerOutput:
-        """Run one step; returns one sampled token per sampling seq of ``batch``, in order."""
-        forward_batch = self.prepare(batch)
-        copy_state_rows(self.caches, batch.state_restores, device=self.device)
+    def forward(self, step: StepInput) -> torch.Tensor:
+        """Run the model over the step, with its state copies; logits [num_sampling_seqs, vocab] float32."""
+        forward_batch = self.prepare(step)
+        copy_state_rows(self.caches, step.state_restores, device=self.device)
         logits = self.model(forward_batch, self.caches)
-        copy_state_rows(self.caches, batch.state_saves, device=self.device)
-        requests = [seq.request for seq in batch.seqs if seq.samples]
+        copy_state_rows(self.caches, step.state_saves, device=self.device)
+        return logits
+
+    def execute(self, step: StepInput) -> SamplerOutput:
+        """Run one step; returns one sampled token per sampling seq of ``step``, in order."""
+        for request_id in step.finished_request_ids:
+            self._generators.pop(request_id, None)
+        logits = self.forward(step)
         rows = [
             SamplingRow(
-                params=request.params,
-                prompt_token_ids=request.prompt_token_ids,
-                output_token_ids=request.output_token_ids,
-                generator=self._generator(request.request_id, request.params.seed),
+                params=seq.sampling.params,
+                prompt_token_ids=seq.sampling.prompt_token_ids,
+                output_token_ids=seq.sampling.output_token_ids,
+                generator=self._generator(seq.request_id, seq.sampling.params.seed),
             )
-            for request in requests
+            for seq in step.seqs
+            if seq.sampling is not None
         ]
         if not rows:
             return SamplerOutput([], [])
         # structured outputs: the grammar masks before sampling and vets the sampled token after it
+        sampling = [seq.sampling for seq in step.seqs if seq.sampling is not None]
         grammars: list[GrammarRow] = [
-            (i, request.grammar, request.max_tokens - request.num_output_tokens)
-            for i, request in enumerate(requests)
-            if request.grammar is not None
+            (i, row.grammar, row.remaining_tokens)
+            for i, row in enumerate(sampling)
+            if row.grammar is not None
         ]
         if grammars:
             mask_logits(logits, grammars)
@@ -117,7 +126,3 @@ class ModelRunner:
             generator.manual_seed(seed if seed is not None else random.getrandbits(63))
             self._generators[request_id] = generator
         return generator
-
-    def release(self, request_id: str) -> None:
-        """Forget a finished request's generator."""
-        self._generators.pop(request_id, None)
