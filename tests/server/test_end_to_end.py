@@ -188,7 +188,9 @@ def test_claude_code_request_replays_against_the_gateway(system):
         "X-Claude-Code-Session-Id": "00000000-0000-0000-0000-000000000001",
     }
     url = system["gateway"].url
-    counted = httpx.post(f"{url}/v1/messages/count_tokens?beta=true", json=body, headers=headers).json()
+    counted = httpx.post(
+        f"{url}/v1/messages/count_tokens?beta=true", json=body, headers=headers, timeout=120
+    ).json()
     snapshot, json_bufs, types = None, {}, []
     with httpx.stream(
         "POST", f"{url}/v1/messages?beta=true", json=body, headers=headers, timeout=120
