@@ -21,5 +21,7 @@ for bench in benchmarks/bench_*.py; do
   name="$(basename "$bench" .py)"
   timeout 120 "$py" "$bench" --device cuda > "$out/$name.txt" 2>&1 || status=$?
 done
+timeout 240 "$py" benchmarks/prefix_cache.py --device cuda --dtype bfloat16 --preset 0.8b \
+  > "$out/prefix_cache.txt" 2>&1 || status=$?
 echo "gpu_check exit status: $status" | tee "$out/summary.txt"
 exit "$status"

@@ -207,10 +207,11 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=8192)
     parser.add_argument("--cache-memory-bytes", type=int, default=1 << 30)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--recorded", type=Path, default=RECORDED, help="the recorded Claude Code request")
     args = parser.parse_args()
-    if not RECORDED.is_file():
-        sys.exit(f"needs the recorded request at {RECORDED} (../shared/data)")
-    bodies = session(json.loads(RECORDED.read_text()))
+    if not args.recorded.is_file():
+        sys.exit(f"needs the recorded request at {args.recorded} (../shared/data; or pass --recorded)")
+    bodies = session(json.loads(args.recorded.read_text()))
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_model(
             Path(tmp) / "model", arch="qwen3_5", preset=args.preset, dtype=args.dtype, vocab_size=248320

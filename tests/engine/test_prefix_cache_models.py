@@ -35,16 +35,31 @@ async def until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.001)
 
 
-def reference(folder: Path, prompts: list[list[int]], params: SamplingParams = GREEDY) -> list[list[int]]:
-    with Engine.from_pretrained(folder, enable_prefix_caching=False, **OPTIONS) as engine:
+def reference(
+    folder: Path, prompts: list[list[int]], params: SamplingParams = GREEDY, device: str = "cpu"
+) -> list[list[int]]:
+    with Engine.from_pretrained(folder, device=device, enable_prefix_caching=False, **OPTIONS) as engine:
         return [out.token_ids for out in engine.generate(prompts, params)]
 
 
 def test_conversations_users_and_divergences_match_the_cache_off_engine(folder):
+    prompts, outputs = conversations_and_divergences(folder, "cpu")
+    assert outputs == reference(folder, prompts)
+
+
+@pytest.mark.gpu
+def test_cuda_prefix_cache_matches_the_cache_off_engine(folder):
+    # the snapshot copies and shared pages on the device; fp32 keeps near-ties out of the comparison
+    prompts, outputs = conversations_and_divergences(folder, "cuda")
+    assert outputs == reference(folder, prompts, device="cuda")
+
+
+def conversations_and_divergences(folder: Path, device: str) -> tuple[list[list[int]], list[list[int]]]:
+    """Run the scenarios on a cache-on engine; returns (prompts, greedy outputs) in the order run."""
     prompts: list[list[int]] = []
     outputs: list[list[int]] = []
     cached: list[int] = []
-    with Engine.from_pretrained(folder, snapshot_interval_blocks=2, **OPTIONS) as engine:
+    with Engine.from_pretrained(folder, device=device, snapshot_interval_blocks=2, **OPTIONS) as engine:
 
         def run(batch: list[list[int]], boundaries: list[int | None] | None = None) -> list[list[int]]:
             outs = engine.generate(batch, GREEDY, turn_boundaries=boundaries)
@@ -71,8 +86,8 @@ def test_conversations_users_and_divergences_match_the_cache_off_engine(folder):
         run([[*SYSTEM, *range(100, 126), 20, 21, 22, 23], [*SYSTEM, *range(100, 126), 7, 8, 30, 31, 32]])
         assert cached[-2:] == [96, 96]
         stats = engine.stats()
-    assert outputs == reference(folder, prompts)
     assert (stats.num_kv_blocks_used, stats.num_state_slots_used) == (0, 0)
+    return prompts, outputs
 
 
 async def test_concurrent_streams_sharing_a_prefix_and_an_abort_mid_prefill(folder):
