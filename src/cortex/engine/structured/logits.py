@@ -11,25 +11,33 @@ from collections.abc import Sequence
 import torch
 
 from cortex.engine.sampling import RowLogprobs, SamplerOutput
-from cortex.engine.structured.bitmask import allocate_token_bitmask, apply_token_bitmask_
+from cortex.engine.structured.bitmask import allocate_token_bitmask, apply_bits_, token_bitmask_bits
 from cortex.engine.structured.matcher import GrammarMatcher
 
 GrammarRow = tuple[int, GrammarMatcher, int]  # (logits row, matcher, remaining tokens)
 
 
 def mask_logits(logits: torch.Tensor, rows: Sequence[GrammarRow]) -> None:
-    """Disallow, in place, what each constrained row's grammar forbids next. logits: [num_rows, vocab]."""
+    """Disallow, in place, what each constrained row's grammar forbids next; other rows are not
+    touched. logits: [num_rows, vocab]."""
     bitmask = allocate_token_bitmask(len(rows), logits.shape[-1])
     masked = [
         i
         for i, (_, grammar, remaining) in enumerate(rows)
         if grammar.fill_bitmask(bitmask[i], remaining=remaining)
     ]
-    if masked:
-        index = torch.tensor([rows[i][0] for i in masked], device=logits.device)
-        sub = logits.index_select(0, index)
-        apply_token_bitmask_(sub, bitmask[masked])
-        logits.index_copy_(0, index, sub)
+    if not masked:
+        return
+    vocab = logits.shape[-1]
+    if len(masked) < len(rows):
+        bitmask = bitmask.index_select(0, torch.tensor(masked))
+    keep, fill = token_bitmask_bits(bitmask, vocab, device=logits.device, dtype=logits.dtype)
+    logit_rows = [rows[i][0] for i in masked]
+    if logit_rows == list(range(logits.shape[0])):
+        apply_bits_(logits, keep, fill)
+        return
+    for i, row in enumerate(logit_rows):
+        apply_bits_(logits[row], keep[i], fill[i])
 
 
 def keep_within_budget(logits: torch.Tensor, output: SamplerOutput, rows: Sequence[GrammarRow]) -> None:
