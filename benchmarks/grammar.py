@@ -3,8 +3,11 @@ xgrammar, with the real Qwen3.5 vocabulary (248,077 tokens, 248,320 logits).
 
 For each library: the one-time tokenizer setup, the compile time of a few JSON schemas, and the
 per-token cost of computing the next-token bitmask while a valid document is fed token by token
-(median and p99). Then the cost of applying a bitmask to one row of 248,320 logits (cortex's shift
-unpack; xgrammar's own CPU kernel), and, for scale, the engine's decode step on the demo model.
+(median and p99). Then the cost of applying a bitmask to 248,320-wide logits, 1 and 8 rows, for three
+masks taken from a real grammar (everything allowed; inside a JSON string, most tokens allowed; at a
+number, a few hundred allowed): cortex's table gather (cortex.engine.structured.bitmask), the shift
+unpack + masked fill cortex used before, and xgrammar's own kernel; and, for scale, the engine's decode
+step on the demo model.
 
     python benchmarks/grammar.py
     python benchmarks/grammar.py --device cuda       # the apply and the step on a GPU
@@ -16,6 +19,7 @@ skipped when it is not installed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -30,6 +34,7 @@ import cortex
 from cortex.engine.checkpoint import make_model
 from cortex.engine.structured.backend import JSON_COMPILE_OPTIONS
 from cortex.engine.structured.bitmask import allocate_token_bitmask, apply_token_bitmask_, fill_bitmask
+from cortex.engine.structured.params import StructuredOutputsParams
 from cortex.engine.text.qwen import write_qwen_tokenizer_files
 from cortex.engine.text.tokenizer import Tokenizer
 
@@ -81,6 +86,66 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _shift_unpack_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """The bitmask application cortex used before the table gather, kept here as a reference."""
+    shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
+    allowed = ((bitmask.to(logits.device).unsqueeze(-1) >> shifts) & 1).bool().flatten(1)
+    logits.masked_fill_(~allowed[:, : logits.shape[-1]], float("-inf"))
+
+
+def _masks(tokenizer: Tokenizer, ll_tokenizer: llguidance.LLTokenizer) -> dict[str, torch.Tensor]:
+    """Three real masks of the `nested` schema: all allowed, inside a string, at a number."""
+    schema, document = SCHEMAS["nested"]
+    text = json.dumps(document)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_COMPILE_OPTIONS)
+    masks = {"all allowed": allocate_token_bitmask(1, VOCAB)}
+    for name, prefix in (
+        ("in a string", text[: text.index("item number") + 3]),
+        ("at a number", '{"items": [{"id": '),
+    ):
+        matcher = llguidance.LLMatcher(ll_tokenizer, grammar)
+        for token_id in tokenizer.encode(prefix):
+            assert matcher.consume_token(token_id), matcher.get_error()
+        bitmask = allocate_token_bitmask(1, VOCAB)
+        fill_bitmask(matcher, bitmask[0])
+        masks[name] = bitmask
+    return masks
+
+
+def _apply_rows(device: str, masks: dict[str, torch.Tensor]) -> dict[str, dict[str, list[float]]]:
+    """Median-ready timings of each way to apply each mask, for 1 and 8 rows."""
+    appliers: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
+        "cortex table gather + bit ops": apply_token_bitmask_,
+        "shift unpack + masked fill (before)": _shift_unpack_,
+    }
+    try:
+        import xgrammar
+
+        appliers["xgrammar kernel"] = xgrammar.apply_token_bitmask_inplace
+    except ImportError:
+        pass
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, apply in appliers.items():
+        for mask_name, mask in masks.items():
+            for num_rows in (1, 8):
+                logits = torch.randn(num_rows, VOCAB, device=device)
+                bitmask = mask.expand(num_rows, -1).contiguous()
+                if name == "xgrammar kernel":
+                    bitmask = bitmask.to(device)
+                times = []
+                for _ in range(30):
+                    fresh = logits.clone()
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    apply(fresh, bitmask)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - start)
+                out.setdefault(name, {})[f"{mask_name}, {num_rows} row{'s' if num_rows > 1 else ''}"] = times
+    return out
+
+
 def _llguidance(tokenizer: Tokenizer) -> dict[str, object]:
     row: dict[str, object] = {}
     start = time.perf_counter()
@@ -98,10 +163,11 @@ def _llguidance(tokenizer: Tokenizer) -> dict[str, object]:
             times.append(_timed(lambda m=matcher: fill_bitmask(m, bitmask[0])))
             assert matcher.consume_token(token_id), matcher.get_error()
         row[f"mask_{name}"] = times
+    row["masks"] = _masks(tokenizer, ll_tokenizer)
     return row
 
 
-def _xgrammar(tokenizer: Tokenizer, logits: torch.Tensor) -> dict[str, object] | None:
+def _xgrammar(tokenizer: Tokenizer) -> dict[str, object] | None:
     try:
         import xgrammar
     except ImportError:
@@ -127,23 +193,27 @@ def _xgrammar(tokenizer: Tokenizer, logits: torch.Tensor) -> dict[str, object] |
             times.append(_timed(lambda m=matcher: m.fill_next_token_bitmask(bitmask)))
             assert matcher.accept_token(token_id)
         row[f"mask_{name}"] = times
-    on_device = bitmask.to(logits.device)
-    row["apply"] = [
-        _timed(lambda: xgrammar.apply_token_bitmask_inplace(logits, on_device)) for _ in range(50)
-    ]
     return row
 
 
-def _step_time(device: str) -> float:
+def _step_times(device: str) -> tuple[float, float]:
+    """Per generated token: the demo model's decode step unconstrained, and constrained by the `text`
+    schema (the mask computed and applied every step)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_model(Path(tmp) / "demo", arch="qwen3_5", preset="tiny", vocab_size=VOCAB)
         write_qwen_tokenizer_files(folder)
         with cortex.Engine.from_pretrained(folder, device=device, max_model_len=512) as engine:
-            params = cortex.SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
-            engine.generate([[1, 2, 3]], params)  # warm up
-            start = time.perf_counter()
-            engine.generate([[1, 2, 3]], params)
-            return (time.perf_counter() - start) / 64
+            free = cortex.SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
+            constrained = dataclasses.replace(
+                free, structured_outputs=StructuredOutputsParams.from_schema(SCHEMAS["text"][0])
+            )
+            times = []
+            for params in (free, constrained):
+                engine.generate([[1, 2, 3]], params)  # warm up
+                start = time.perf_counter()
+                (output,) = engine.generate([[1, 2, 3]], params)
+                times.append((time.perf_counter() - start) / len(output.token_ids))
+            return times[0], times[1]
 
 
 def main() -> None:
@@ -154,16 +224,19 @@ def main() -> None:
         write_qwen_tokenizer_files(tmp)
         tokenizer = Tokenizer.from_folder(tmp)
         assert tokenizer is not None
-        logits = torch.randn(1, VOCAB, device=args.device)
         rows = {"llguidance": _llguidance(tokenizer)}
-        bitmask = allocate_token_bitmask(1, VOCAB)
-        rows["llguidance"]["apply"] = [
-            _timed(lambda: apply_token_bitmask_(logits, bitmask)) for _ in range(50)
-        ]
-        xgrammar_row = _xgrammar(tokenizer, logits)
+        xgrammar_row = _xgrammar(tokenizer)
         if xgrammar_row is not None:
             rows["xgrammar"] = xgrammar_row
-    step = _step_time(args.device)
+    masks = rows["llguidance"].pop("masks")
+    assert isinstance(masks, dict)
+    allowed = {}
+    for name, mask in masks.items():
+        logits = torch.zeros(1, VOCAB)
+        apply_token_bitmask_(logits, mask)
+        allowed[name] = int(torch.isfinite(logits).sum())
+    applies = _apply_rows(args.device, masks)
+    step, constrained_step = _step_times(args.device)
     print(f"| measure ({args.device}) | " + " | ".join(rows) + " |")
     print("|---|" + "---|" * len(rows))
     print("| tokenizer setup, s | " + " | ".join(f"{r['setup_s']:.2f}" for r in rows.values()) + " |")
@@ -177,9 +250,18 @@ def main() -> None:
             times = sorted(r[f"mask_{name}"])
             cells.append(f"{_ms(statistics.median(times))} / {_ms(times[int(0.99 * (len(times) - 1))])}")
         print(f"| mask per token `{name}`, median / p99 ms | " + " | ".join(cells) + " |")
-    apply_cell = " | ".join(_ms(statistics.median(r["apply"])) for r in rows.values())
-    print(f"| apply bitmask to 248,320 logits, median ms | {apply_cell} |")
-    print(f"| engine decode step, demo model, batch 1, ms | {_ms(step)} |" + " |" * (len(rows) - 1))
+    print()
+    print(f"| apply a bitmask to 248,320 logits ({args.device}), median ms | " + " | ".join(applies) + " |")
+    print("|---|" + "---|" * len(applies))
+    for case in next(iter(applies.values())):
+        mask_name = case.split(",")[0]
+        cells = [_ms(statistics.median(by_case[case])) for by_case in applies.values()]
+        print(f"| {case} ({allowed[mask_name]:,} tokens allowed) | " + " | ".join(cells) + " |")
+    print(f"| engine decode step, demo model, batch 1 | {_ms(step)} |" + " |" * (len(applies) - 1))
+    print(
+        f"| engine decode step, demo model, batch 1, `text` schema | {_ms(constrained_step)} |"
+        + " |" * (len(applies) - 1)
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ class ByteTokenizer:
 
 def write_fake_model(root: Path, name: str, **script: Any) -> Path:
     """A model folder the FakeLoader understands. Script keys: reply, reasoning, tool_call (name, args),
-    memory_bytes, max_model_len, load_delay_s, prefill_delay_s, token_delay_s, fail_load."""
+    memory_bytes, max_model_len, load_delay_s, prefill_delay_s, token_delay_s, fail_load, fail_after
+    (the stream raises after that many characters)."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "fake", "fake": script}))
@@ -90,7 +91,9 @@ class FakeEngine:
         try:
             await asyncio.sleep(float(self.script.get("prefill_delay_s", 0.0)))
             limit = params.max_tokens if params.max_tokens is not None else len(text)
-            for char in text[:limit]:
+            for count, char in enumerate(text[:limit]):
+                if count == self.script.get("fail_after"):
+                    raise RuntimeError("scripted engine failure")
                 await asyncio.sleep(float(self.script.get("token_delay_s", 0.0)))
                 yield char
             done = True
@@ -127,6 +130,9 @@ class FakeEngine:
         num_prompt = len(self.tokenizer.encode(prompt))
         reasoning = str(self.script.get("reasoning", ""))
         reply = str(self.script.get("reply", "hello world"))
+        matched = next((stop for stop in params.stop if stop in reply), None)
+        if matched is not None:  # the reply ends before the stop string, as the engine's does
+            reply = reply[: reply.index(matched)]
         count = 0
         async for char in self._tokens(reasoning + reply, params, request_id):
             count += 1
@@ -154,7 +160,7 @@ class FakeEngine:
             yield ChatDelta(tool_calls=[{"index": 0, "function": {"arguments": json.dumps(tool["args"])}}])
             finish = "tool_calls"
         usage = Usage(num_prompt, count, reasoning_tokens=min(count, len(reasoning)))
-        yield ChatDelta(finish_reason=finish, usage=usage)
+        yield ChatDelta(finish_reason=finish, usage=usage, stop_reason=matched if finish == "stop" else None)
 
     def stats(self) -> EngineStats:
         return EngineStats(

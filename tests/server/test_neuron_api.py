@@ -273,7 +273,7 @@ async def test_anthropic_sdk_messages_and_count_tokens(neuron, client):
             "temperature",
         ),
         ({"model": "alpha", "messages": [{"role": "user", "content": "x"}], "top_p": 0}, 400, "top_p"),
-        ({"model": "alpha", "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n"),
+        ({"model": "alpha", "messages": [{"role": "user", "content": "x"}], "n": 17}, 400, "n"),
         (
             {"model": "alpha", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
             400,

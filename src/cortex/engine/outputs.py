@@ -82,6 +82,7 @@ class ChatReply:
     finish_reason: ChatFinishReason
     usage: Usage
     logprobs: list[TokenLogprob] | None = None
+    stop_reason: str | int | None = None  # the stop string or stop token id that ended it, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ class ChatDelta:
 
     tool_calls holds OpenAI stream fragments: ``{"index", "id"?, "type"?, "function": {"name"?,
     "arguments"?}}``; the id and name come in an index's first fragment. The last delta has
-    finish_reason and usage set.
+    finish_reason and usage set, and stop_reason when a stop string or stop token id ended it.
     """
 
     content: str = ""
@@ -99,3 +100,4 @@ class ChatDelta:
     finish_reason: ChatFinishReason | None = None
     usage: Usage | None = None
     logprobs: list[TokenLogprob] | None = None
+    stop_reason: str | int | None = None

@@ -6,7 +6,8 @@
   (:mod:`cortex.server.wire.bodies`); every failure is a 400 naming the field. A body over
   :data:`OFF_LOOP_BYTES` is parsed and checked in a worker thread, so a large request never stalls the
   event loop for other clients. :func:`body_schema` puts the typed body into the route's OpenAPI schema.
-- Dialect: Anthropic for ``/v1/messages*``, OpenAI for ``/v1/chat/completions`` and ``/v1/completions``;
+- Dialect: Anthropic for ``/v1/messages*``, OpenAI for ``/v1/chat/completions``, ``/v1/completions``
+  and ``/v1/responses*``;
   elsewhere (``/v1/models``, auth failures on other routes) Anthropic when the request carries an
   ``anthropic-version`` or ``x-api-key`` header (Claude Code, the anthropic SDK).
 - Errors: every error the library raises on purpose maps to a status here; anything else is a 500
@@ -89,7 +90,7 @@ def dialect_of(request: Request[Any, Any, Any]) -> Dialect:
     path = request.url.path
     if path.startswith("/v1/messages"):
         return "anthropic"
-    if path in ("/v1/chat/completions", "/v1/completions"):
+    if path in ("/v1/chat/completions", "/v1/completions") or path.startswith("/v1/responses"):
         return "openai"
     headers = request.headers
     return "anthropic" if "anthropic-version" in headers or "x-api-key" in headers else "openai"

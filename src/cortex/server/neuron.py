@@ -3,7 +3,8 @@
 Routes (docs/servers.md and docs/fleet.md "Neuron contract" describe the bodies):
 ``GET /health``, ``GET /discovery``, ``GET /models``, ``POST /models/load``, ``POST /models/unload``,
 ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/messages``,
-``POST /v1/messages/count_tokens``, ``GET /metrics``.
+``POST /v1/messages/count_tokens``, ``POST /v1/responses`` (stateless: the gateway keeps conversations,
+:mod:`cortex.server.wire.responses`), ``GET /metrics``.
 
 Each inference request holds its model's admission slot from before the response starts (so a
 refusal is a real 429/503) until the last byte. Streams send SSE keep-alives while the prompt
@@ -28,18 +29,20 @@ from cortex.server import sse
 from cortex.server.auth import auth_hook
 from cortex.server.config import CortexConfig, NeuronConfig, load_config
 from cortex.server.devices import host_facts
-from cortex.server.edge import Dialect, body_schema, dialect_of, error_type_name, exception_handler, read_body
+from cortex.server.edge import body_schema, dialect_of, error_type_name, exception_handler, read_body
 from cortex.server.errors import ModelNotFoundError
 from cortex.server.metrics import CONTENT_TYPE, NeuronMetrics
 from cortex.server.model_store import validate_model_id
 from cortex.server.neuron_state import NeuronState
 from cortex.server.served_engine import EngineLoader
-from cortex.server.wire import anthropic, openai
+from cortex.server.sse import StreamDialect
+from cortex.server.wire import anthropic, openai, responses
 from cortex.server.wire.bodies import (
     ChatCompletionBody,
     CompletionBody,
     CountTokensBody,
     MessagesBody,
+    ResponsesBody,
     ModelLoadBody,
     ModelUnloadBody,
 )
@@ -57,8 +60,14 @@ def _label(request: Request[Any, Any, Any], model: str) -> None:
 
 
 async def _run_chat(
-    request: Request[Any, Any, Any], parsed: ChatRequest, dialect: Dialect, endpoint: str
+    request: Request[Any, Any, Any],
+    parsed: ChatRequest,
+    dialect: StreamDialect,
+    endpoint: str,
+    *,
+    echo: dict[str, Any] | None = None,
 ) -> Response[Any]:
+    """One chat turn in ``dialect``; ``echo`` is the Responses body a Response echoes."""
     state = _state(request)
     stack = contextlib.AsyncExitStack()
     try:
@@ -78,22 +87,29 @@ async def _run_chat(
             clamp=parsed.clamp_max_tokens,
         )
         parsed = dataclasses.replace(parsed, params=params)
+        model = parsed.model
+
+        def on_error(error: BaseException) -> None:
+            state.record_error(model, error_type_name(error))
+
         if not parsed.stream:
             if dialect == "anthropic":
                 return Response(await anthropic.message(gen, parsed))
+            if echo is not None:
+                return Response(await responses.response(gen, parsed, echo))
             return Response(await openai.chat_completion(gen, parsed))
-        events = (
-            anthropic.message_events(gen, parsed)
-            if dialect == "anthropic"
-            else openai.chat_completion_chunks(gen, parsed)
-        )
-        model = parsed.model
+        if dialect == "anthropic":
+            events = anthropic.message_events(gen, parsed)
+        elif echo is not None:
+            events = responses.response_events(gen, parsed, echo, on_error=on_error)
+        else:
+            events = openai.chat_completion_chunks(gen, parsed)
         return sse.event_stream(
             dialect,
             events,
             owner=stack.pop_all(),  # the stream's body holds the slot from here to its last byte
             keepalive_s=state.config.keepalive_s,
-            on_error=lambda e: state.record_error(model, error_type_name(e)),
+            on_error=on_error,
         )
     finally:
         await stack.aclose()
@@ -191,6 +207,13 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _run_chat(request, parsed, "anthropic", "messages")
 
 
+@post("/v1/responses", status_code=200, dependencies=body_schema(ResponsesBody))
+async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
+    parsed, echo = responses.parse_responses_request(await read_body(request, ResponsesBody))
+    _label(request, parsed.model)
+    return await _run_chat(request, parsed, "responses", "responses", echo=echo)
+
+
 @post("/v1/messages/count_tokens", status_code=200, dependencies=body_schema(CountTokensBody))
 async def count_tokens(request: Request[Any, Any, Any]) -> dict[str, Any]:
     state = _state(request)
@@ -277,6 +300,7 @@ def create_app(
             v1_models,
             chat_completions,
             messages,
+            create_response,
             count_tokens,
             completions,
             metrics_route,

@@ -1,8 +1,8 @@
 """Server-sent events: encoding both dialects' events, and keep-alives while a stream is silent.
 
-OpenAI streams are ``data: {json}`` lines ending with ``data: [DONE]``; Anthropic streams are
-``event: <type>`` + ``data: {json}`` pairs with no terminator. A keep-alive is an SSE comment line
-(``: keep-alive``), which every SSE parser ignores; once an Anthropic stream has sent
+OpenAI streams are ``data: {json}`` lines ending with ``data: [DONE]``; Anthropic streams, and OpenAI
+Responses streams, are ``event: <type>`` + ``data: {json}`` pairs with no terminator. A keep-alive is an
+SSE comment line (``: keep-alive``), which every SSE parser ignores; once an Anthropic stream has sent
 ``message_start``, ``ping`` events instead (the SDKs reject any event before it). Keep-alives come
 from :func:`with_keepalive`, the one mechanism both servers use.
 """
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import anyio
 from litestar.response import Stream
@@ -21,6 +21,7 @@ from litestar.response import Stream
 from cortex.server.edge import Dialect, error_envelope
 
 T = TypeVar("T")
+StreamDialect = Dialect | Literal["responses"]  # a stream's framing; Responses errors are OpenAI's
 
 OPENAI_DONE: Final = b"data: [DONE]\n\n"
 KEEPALIVE_COMMENT: Final = b": keep-alive\n\n"
@@ -112,14 +113,14 @@ async def aclose_quietly(source: object) -> None:
 
 
 def event_stream(
-    dialect: Dialect,
+    dialect: StreamDialect,
     items: AsyncIterator[dict[str, Any]],
     *,
     owner: contextlib.AsyncExitStack,
     keepalive_s: float,
     on_error: Callable[[BaseException], None],
 ) -> Stream:
-    """``items`` (OpenAI chunk dicts, or Anthropic events) as an SSE response with keep-alives. The
+    """``items`` (OpenAI chunk dicts, Anthropic or Responses events) as an SSE response with keep-alives. The
     stream's body takes over ``owner`` (the request's admission slot, in-flight count...) and closes it
     when the stream ends, however it ends. An error after the 200 becomes an error event."""
 
@@ -131,16 +132,16 @@ def event_stream(
                 async for item in with_keepalive(pump.read, keepalive_s):
                     if isinstance(item, KeepAlive):
                         yield ANTHROPIC_PING if started else KEEPALIVE_COMMENT
-                    elif dialect == "anthropic":
-                        started = True
-                        yield anthropic_event(item)
-                    else:
+                    elif dialect == "openai":
                         yield openai_event(item)
+                    else:  # Anthropic and Responses events are named events
+                        started = dialect == "anthropic"
+                        yield anthropic_event(item)
                 if dialect == "openai":
                     yield OPENAI_DONE
             except Exception as error:  # after the 200: the error goes into the stream
                 on_error(error)
-                yield error_event(dialect, error)
+                yield error_event("anthropic" if dialect == "anthropic" else "openai", error)
             finally:
                 await pump.aclose()
 

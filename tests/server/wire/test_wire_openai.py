@@ -56,7 +56,7 @@ def test_served_fields_reach_the_request():
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"n": 3}, "n"),
+        ({"n": 0}, "n"),
         ({"logit_bias": {"1": 5}}, "logit_bias"),
         ({"response_format": {"type": "regex"}}, "response_format"),
         ({"response_format": {"type": "json_schema"}}, "response_format"),

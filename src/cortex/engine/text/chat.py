@@ -201,6 +201,7 @@ def chat(
         finish_reason=_finish(bool(calls), output.finish_reason),
         usage=usage,
         logprobs=output.logprobs,
+        stop_reason=output.stop_reason,
     )
 
 
@@ -261,5 +262,6 @@ async def stream_chat(
             finish_reason=_finish(made_calls, delta.finish_reason),
             usage=usage,
             logprobs=delta.logprobs,
+            stop_reason=delta.stop_reason,
         )
         return

@@ -142,6 +142,34 @@ class CompletionBody(_Sampling):
     suffix: str | None = None
 
 
+class ResponsesBody(_Body):
+    """``POST /v1/responses`` (the OpenAI Responses API; the items' own shapes are checked by
+    :mod:`cortex.translate.responses_input`, which names the field at fault)."""
+
+    model: str
+    input: str | list[JsonObject] | None = None
+    instructions: str | None = None
+    max_output_tokens: Count | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_logprobs: Int64 | None = None
+    top_k: Int64 | None = None
+    min_p: float | None = None
+    seed: Int64 | None = None
+    repetition_penalty: float | None = None
+    tools: list[JsonObject] | None = None
+    tool_choice: str | JsonObject | None = None
+    parallel_tool_calls: bool | None = None
+    text: JsonObject | None = None
+    reasoning: JsonObject | None = None
+    include: list[str] | None = None
+    stream: bool | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    metadata: JsonObject | None = None
+    user: str | None = None
+
+
 # ---- Anthropic ------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """The OpenAI dialect on the neuron: Chat Completions and Completions bodies in, JSON and chunks out.
 
 Parsing checks types and values and raises :class:`cortex.errors.InvalidRequestError` naming the
-field. A field whose meaning cannot be served (``n`` > 1, ``logit_bias``, ``echo``, ...) is rejected;
+field. A field whose meaning cannot be served (``logit_bias``, ``echo``, ...) is rejected;
 ``response_format`` (``json_object``, ``json_schema``) and a forcing ``tool_choice`` are enforced by
 constrained decoding (docs/structured.md); fields that are only hints (``user``, ``metadata``, ``store``,
 ``parallel_tool_calls``, ``service_tier``, unknown keys) are accepted and ignored (docs/servers.md).
@@ -10,7 +10,9 @@ cortex extensions (as vLLM names them): ``top_k``, ``min_p``, ``repetition_penal
 ``stop_token_ids``, ``chat_template_kwargs``.
 
 Outputs: :func:`chat_completion` / :func:`chat_completion_chunks` and :func:`completion` /
-:func:`completion_chunks` run a :class:`~cortex.server.generation.Generation` and shape what it yields.
+:func:`completion_chunks` run a :class:`~cortex.server.generation.Generation` and shape what it yields:
+``n`` choices (up to :data:`MAX_CHOICES`), each finishing choice with ``stop_reason``, the stop string
+or stop token id that ended it (vLLM's extension; what Anthropic's ``stop_sequence`` is made from).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cortex.engine.outputs import TokenLogprob, Usage
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.structured.params import StructuredOutputsParams
 from cortex.errors import InvalidRequestError
-from cortex.server.generation import Generation, stream_usage
+from cortex.server.generation import Generation, combined_usage, stream_usage
 from cortex.server.wire.fields import NUMBER, field, reject
 from cortex.server.wire.openai_shapes import (
     ChatAccumulator,
@@ -35,13 +37,16 @@ from cortex.server.wire.openai_shapes import (
 )
 from cortex.server.wire.request import ChatRequest, CompletionRequest, new_id, now
 
+MAX_CHOICES = 16  # n: each choice is an engine request of its own
+
 
 def _common(body: dict[str, Any], *, logprobs: int | None) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError("model is required and must be a string", param="model")
-    if field(body, "n", int, 1) != 1:
-        reject("n", "only n=1 is served")
+    n = field(body, "n", int, 1)
+    if not 1 <= n <= MAX_CHOICES:
+        raise InvalidRequestError(f"n must be between 1 and {MAX_CHOICES}, got {n}", param="n")
     if field(body, "logit_bias", dict):
         reject("logit_bias", "cortex does not apply logit biases")
     max_tokens = field(body, "max_completion_tokens", int, None)
@@ -73,6 +78,7 @@ def _common(body: dict[str, Any], *, logprobs: int | None) -> dict[str, Any]:
         "include_usage": bool(field(stream_options, "include_usage", bool, False)),
         "clamp_max_tokens": False,
         "logprobs": logprobs is not None,
+        "n": n,
     }
 
 
@@ -209,10 +215,11 @@ def parse_completion_request(body: Any) -> CompletionRequest:
 
 
 async def chat_completion(gen: Generation, request: ChatRequest) -> dict[str, Any]:
-    """A whole ``chat.completion`` body."""
-    acc = ChatAccumulator()
-    async for delta in gen.chat_deltas(request):
-        acc.add(delta)
+    """A whole ``chat.completion`` body with ``n`` choices."""
+    accs = [ChatAccumulator() for _ in range(request.n)]
+    async for index, delta in gen.chat_choices(request):
+        accs[index].add(delta)
+    usages = [acc.usage or Usage(gen.num_prompt_tokens, 0) for acc in accs]
     return {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
@@ -220,51 +227,62 @@ async def chat_completion(gen: Generation, request: ChatRequest) -> dict[str, An
         "model": gen.model,
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "message": acc.message(),
                 "finish_reason": acc.finish_reason or "stop",
+                "stop_reason": acc.stop_reason,
                 "logprobs": chat_logprobs(acc.logprobs) if request.logprobs else None,
             }
+            for index, acc in enumerate(accs)
         ],
-        "usage": usage_dict(acc.usage or Usage(0, 0)),
+        "usage": usage_dict(combined_usage(usages)),
     }
 
 
 async def chat_completion_chunks(gen: Generation, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-    """``chat.completion.chunk`` dicts: a role chunk first (before the prefill), then deltas."""
+    """``chat.completion.chunk`` dicts: a role chunk per choice first (before the prefill), then deltas."""
     ids: dict[str, Any] = {"response_id": new_id("chatcmpl"), "model": gen.model, "created": now()}
     with_usage = request.include_usage  # then every chunk carries usage: null, the last one the usage
-    yield chat_chunk(**ids, delta={"role": "assistant", "content": ""}, with_usage=with_usage)
-    usage: Usage | None = None
-    async for delta in gen.chat_deltas(request):
-        usage = delta.usage or usage
+    for index in range(request.n):
+        yield chat_chunk(
+            **ids, index=index, delta={"role": "assistant", "content": ""}, with_usage=with_usage
+        )
+    usages: dict[int, Usage] = {}
+    async for index, delta in gen.chat_choices(request):
+        if delta.usage is not None:
+            usages[index] = delta.usage
         body = delta_dict(delta)
         if not body and delta.finish_reason is None:
             continue
         yield chat_chunk(
             **ids,
+            index=index,
             delta=body,
             finish_reason=delta.finish_reason,
+            stop_reason=delta.stop_reason,
             logprobs=chat_logprobs(delta.logprobs) if request.logprobs else None,
             with_usage=with_usage,
         )
     if request.include_usage:
-        chunk = chat_chunk(
-            **ids, delta={}, usage=usage_dict(usage or Usage(gen.num_prompt_tokens, 0)), with_usage=True
-        )
+        usage = combined_usage(list(usages.values())) if usages else Usage(gen.num_prompt_tokens, 0)
+        chunk = chat_chunk(**ids, delta={}, usage=usage_dict(usage), with_usage=True)
         chunk["choices"] = []
         yield chunk
 
 
 async def completion(gen: Generation, request: CompletionRequest) -> dict[str, Any]:
-    """A whole ``text_completion`` body."""
-    text, finish, usage = "", "stop", Usage(gen.num_prompt_tokens, 0)
-    logprobs: list[TokenLogprob] = []
-    async for delta in gen.deltas(request):
-        text += delta.text
-        logprobs.extend(delta.logprobs or ())
-        usage = stream_usage(delta, gen.num_prompt_tokens)
-        finish = delta.finish_reason or finish
+    """A whole ``text_completion`` body with ``n`` choices."""
+    texts = [""] * request.n
+    finishes: list[str] = ["stop"] * request.n
+    stop_reasons: list[str | int | None] = [None] * request.n
+    usages = [Usage(gen.num_prompt_tokens, 0)] * request.n
+    logprobs: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
+    async for index, delta in gen.completion_choices(request):
+        texts[index] += delta.text
+        logprobs[index].extend(delta.logprobs or ())
+        usages[index] = stream_usage(delta, gen.num_prompt_tokens)
+        finishes[index] = delta.finish_reason or finishes[index]
+        stop_reasons[index] = delta.stop_reason if delta.stop_reason is not None else stop_reasons[index]
     return {
         "id": new_id("cmpl"),
         "object": "text_completion",
@@ -272,38 +290,40 @@ async def completion(gen: Generation, request: CompletionRequest) -> dict[str, A
         "model": gen.model,
         "choices": [
             {
-                "index": 0,
-                "text": text,
-                "finish_reason": finish,
-                "logprobs": completion_logprobs(logprobs) if request.logprobs else None,
+                "index": index,
+                "text": texts[index],
+                "finish_reason": finishes[index],
+                "stop_reason": stop_reasons[index],
+                "logprobs": completion_logprobs(logprobs[index]) if request.logprobs else None,
             }
+            for index in range(request.n)
         ],
-        "usage": usage_dict(usage),
+        "usage": usage_dict(combined_usage(usages)),
     }
 
 
 async def completion_chunks(gen: Generation, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
-    """``text_completion`` chunks, then a usage chunk when ``include_usage`` was asked for."""
+    """``text_completion`` chunks (each choice's with its index), then a usage chunk when
+    ``include_usage`` was asked for."""
     ids = {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": gen.model}
-    usage, offset = Usage(gen.num_prompt_tokens, 0), 0
-    async for delta in gen.deltas(request):
-        usage = stream_usage(delta, gen.num_prompt_tokens)
+    usages = [Usage(gen.num_prompt_tokens, 0)] * request.n
+    offsets = [0] * request.n
+    async for index, delta in gen.completion_choices(request):
+        usages[index] = stream_usage(delta, gen.num_prompt_tokens)
         if not delta.text and delta.finish_reason is None:
             continue
-        chunk: dict[str, Any] = {
-            **ids,
-            "choices": [
-                {
-                    "index": 0,
-                    "text": delta.text,
-                    "finish_reason": delta.finish_reason,
-                    "logprobs": completion_logprobs(delta.logprobs, offset=offset)
-                    if request.logprobs
-                    else None,
-                }
-            ],
+        choice: dict[str, Any] = {
+            "index": index,
+            "text": delta.text,
+            "finish_reason": delta.finish_reason,
+            "logprobs": completion_logprobs(delta.logprobs, offset=offsets[index])
+            if request.logprobs
+            else None,
         }
-        offset += len(delta.text)
+        if delta.finish_reason is not None:
+            choice["stop_reason"] = delta.stop_reason
+        chunk: dict[str, Any] = {**ids, "choices": [choice]}
+        offsets[index] += len(delta.text)
         yield chunk
     if request.include_usage:
-        yield {**ids, "choices": [], "usage": usage_dict(usage)}
+        yield {**ids, "choices": [], "usage": usage_dict(combined_usage(usages))}

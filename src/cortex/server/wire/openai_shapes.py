@@ -57,6 +57,7 @@ class ChatAccumulator:
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
+    stop_reason: str | int | None = None
     usage: Usage | None = None
 
     def add(self, delta: ChatDelta) -> None:
@@ -72,6 +73,7 @@ class ChatAccumulator:
             call["function"]["arguments"] += function.get("arguments") or ""
         self.logprobs.extend(delta.logprobs or ())
         self.finish_reason = delta.finish_reason or self.finish_reason
+        self.stop_reason = delta.stop_reason if delta.stop_reason is not None else self.stop_reason
         self.usage = delta.usage or self.usage
 
     def message(self) -> dict[str, Any]:
@@ -89,17 +91,29 @@ def chat_chunk(
     model: str,
     created: int,
     delta: dict[str, Any],
+    index: int = 0,
     finish_reason: str | None = None,
+    stop_reason: str | int | None = None,
     logprobs: dict[str, Any] | None = None,
     usage: dict[str, Any] | None = None,
     with_usage: bool = False,
 ) -> dict[str, Any]:
+    """One ``chat.completion.chunk``; ``stop_reason`` (the matched stop string or token id, vLLM's
+    extension) goes into the choice that finishes."""
+    choice: dict[str, Any] = {
+        "index": index,
+        "delta": delta,
+        "finish_reason": finish_reason,
+        "logprobs": logprobs,
+    }
+    if finish_reason is not None:
+        choice["stop_reason"] = stop_reason
     chunk: dict[str, Any] = {
         "id": response_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}],
+        "choices": [choice],
     }
     if with_usage:
         chunk["usage"] = usage

@@ -27,6 +27,7 @@ class GenerationRequest:
     include_usage: bool
     clamp_max_tokens: bool  # Anthropic callers: lower max_tokens to what fits instead of a 400
     logprobs: bool
+    n: int = 1  # choices, each its own engine request
 
 
 @dataclass(frozen=True, slots=True)
