@@ -42,9 +42,9 @@ from cortex.server.wire.bodies import (
     CompletionBody,
     CountTokensBody,
     MessagesBody,
-    ResponsesBody,
     ModelLoadBody,
     ModelUnloadBody,
+    ResponsesBody,
 )
 from cortex.server.wire.request import ChatRequest, clamp_params
 
