@@ -148,6 +148,7 @@ def test_every_post_route_documents_its_typed_body(neuron):
         "/v1/completions": "CompletionBody",
         "/v1/messages": "MessagesBody",
         "/v1/messages/count_tokens": "CountTokensBody",
+        "/v1/responses": "ResponsesBody",
     }
     gateway_bodies = _request_bodies(_gateway())
     assert (
