@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_live import LiveServer
@@ -107,7 +106,8 @@ def test_real_codex_cli_runs_a_turn_through_the_gateway(codex_gateway, tmp_path)
     kinds = [event.get("type") for event in events]
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert "turn.completed" in kinds, kinds
-    assert "turn.failed" not in kinds and "error" not in kinds, events
+    assert "turn.failed" not in kinds, events
+    assert "error" not in kinds, events
     (completed,) = [e for e in events if e["type"] == "turn.completed"]
     assert completed["usage"]["input_tokens"] > 1000  # Codex's real prompt reached the model
     assert completed["usage"]["output_tokens"] > 0

@@ -357,6 +357,7 @@ def test_tools_sampling_stop_and_metadata():
         "u1",
     )
     assert out["max_completion_tokens"] == 100
+    assert out["service_tier"] == "auto"
     assert "stream" not in out
     back = o2a(out)
     assert back["tools"][0] == body["tools"][0]
@@ -659,3 +660,26 @@ def test_untranslatable_openai_requests_name_the_field(body, param):
     with pytest.raises(TranslationError) as info:
         openai_to_anthropic_request(body)
     assert info.value.param == param
+
+
+def test_user_ids_and_service_tiers_cross_where_both_dialects_name_them():
+    to_anthropic = openai_to_anthropic_request(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "safety_identifier": "s1",
+            "service_tier": "default",
+        }
+    )
+    assert (to_anthropic["metadata"], to_anthropic["service_tier"]) == ({"user_id": "s1"}, "standard_only")
+    flex = openai_to_anthropic_request(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "service_tier": "flex"}
+    )
+    assert "service_tier" not in flex  # no Anthropic tier means it: a hint, dropped
+    back = anthropic_to_openai_request({**to_anthropic, "max_tokens": 5})
+    assert (back["user"], back["service_tier"]) == ("s1", "default")
+    with pytest.raises(TranslationError) as error:
+        openai_to_anthropic_request(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "web_search_options": {}}
+        )
+    assert error.value.param == "web_search_options"

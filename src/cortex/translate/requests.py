@@ -51,7 +51,11 @@ _UNSERVABLE_DEFAULTS: dict[str, Any] = {
     "prediction": None,
     "function_call": None,
     "functions": None,
+    "web_search_options": None,
 }
+# service tiers both dialects name: Anthropic's "standard_only" is OpenAI's "default"
+_TIER_TO_OPENAI = {"auto": "auto", "standard_only": "default"}
+_TIER_TO_ANTHROPIC = {value: key for key, value in _TIER_TO_OPENAI.items()}
 
 
 def anthropic_to_openai_request(body: Mapping[str, Any]) -> JSON:
@@ -75,6 +79,8 @@ def anthropic_to_openai_request(body: Mapping[str, Any]) -> JSON:
     metadata = as_dict(body.get("metadata") or {}, "metadata")
     if metadata.get("user_id") is not None:
         out["user"] = as_str(metadata["user_id"], "metadata.user_id")
+    if body.get("service_tier") in _TIER_TO_OPENAI:
+        out["service_tier"] = _TIER_TO_OPENAI[body["service_tier"]]
     if body.get("tools"):
         out["tools"] = anthropic_tools_to_openai(body["tools"], "tools", _loaded_tools(anthropic_messages))
     if body.get("tool_choice") is not None:
@@ -114,8 +120,11 @@ def openai_to_anthropic_request(
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(as_list(stop, "stop"))
-    if body.get("user") is not None:
-        out["metadata"] = {"user_id": as_str(body["user"], "user")}
+    user_key = "user" if body.get("user") is not None else "safety_identifier"
+    if body.get(user_key) is not None:
+        out["metadata"] = {"user_id": as_str(body[user_key], user_key)}
+    if body.get("service_tier") in _TIER_TO_ANTHROPIC:
+        out["service_tier"] = _TIER_TO_ANTHROPIC[body["service_tier"]]
     if body.get("tools"):
         out["tools"] = openai_tools_to_anthropic(body["tools"], "tools")
     tool_choice = openai_tool_choice_to_anthropic(body.get("tool_choice"), body.get("parallel_tool_calls"))
