@@ -102,6 +102,7 @@ class Engine:
         if self.device.type == "cpu":
             torch.set_num_threads(num_threads_for(cpu_capabilities(), config.num_threads))
         dtype = _torch_dtype(config.dtype)
+        ssm_dtype = _torch_dtype(config.ssm_state_dtype)
         specs = model_config.layer_cache_specs()
         hybrid = any(isinstance(spec, LinearStateSpec) for spec in specs)
         self.cache_plan: CachePlan = plan_cache(
@@ -109,6 +110,7 @@ class Engine:
             cache_memory_bytes=config.cache_memory_bytes or default_cache_memory_bytes(self.device),
             block_size=config.block_size,
             dtype_bytes=dtype.itemsize,
+            ssm_dtype_bytes=ssm_dtype.itemsize,
             max_num_seqs=config.max_num_seqs,
             max_model_len=config.max_model_len,
             model_max_len=model_config.max_position_embeddings,
@@ -132,7 +134,7 @@ class Engine:
             max_model_len=self.max_model_len,
             prefix_cache=self._prefix_cache,
         )
-        caches = allocate_caches(specs, self.cache_plan, dtype=dtype, device=self.device)
+        caches = allocate_caches(specs, self.cache_plan, dtype=dtype, ssm_dtype=ssm_dtype, device=self.device)
         self._runner = ModelRunner(model, caches, block_size=config.block_size, device=self.device)
         # generation_config's eos ids, plus the tokenizer's own eos (as vLLM does)
         self._eos_token_ids = frozenset(model_config.eos_token_ids) | frozenset(
@@ -178,6 +180,7 @@ class Engine:
         *,
         device: str = "cpu",
         dtype: str | torch.dtype = "float32",
+        ssm_state_dtype: str = "float32",
         max_num_seqs: int = 32,
         max_model_len: int | None = None,
         cache_memory_bytes: int | None = None,
@@ -212,6 +215,7 @@ class Engine:
             cache_memory_bytes=cache_memory_bytes,
             device=device,
             dtype=dtype_name,
+            ssm_state_dtype=ssm_state_dtype,
             kernels=backend,
             num_threads=num_threads,
             enable_prefix_caching=enable_prefix_caching,

@@ -13,6 +13,7 @@ from cortex.engine.kernels.selection import check_kernels_option
 from cortex.errors import InvalidRequestError
 
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
+SUPPORTED_SSM_STATE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,10 @@ class EngineConfig:
     block_size: tokens per KV-cache page.
     cache_memory_bytes: bytes for the KV pages and state slots together; ``None`` means 1 GiB on CPU and
         80% of the free memory on CUDA, in both cases at most what ``max_num_seqs`` full-length requests need.
-    device: "cpu", "cuda" or "cuda:N". dtype: the model's dtype name (state slots' ssm part is float32).
+    device: "cpu", "cuda" or "cuda:N". dtype: the model's dtype name.
+    ssm_state_dtype: the Gated DeltaNet state's dtype, "float32" (default, as the checkpoints'
+        ``mamba_ssm_dtype`` asks) or "bfloat16" (half the state bytes a decode step reads and writes, at
+        some precision; see docs/kernels.md). The conv history is kept in the model's dtype.
     kernels: the ops' implementation, "auto" (Triton kernels on CUDA, PyTorch references on CPU), "triton"
         or "ref"; ``None`` means the ``CORTEX_KERNELS`` environment variable, else "auto"
         (``cortex.engine.kernels.selection``).
@@ -50,6 +54,7 @@ class EngineConfig:
     cache_memory_bytes: int | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    ssm_state_dtype: str = "float32"
     kernels: str | None = None
     num_threads: int | None = None
     enable_prefix_caching: bool = True
@@ -93,6 +98,12 @@ class EngineConfig:
         if self.dtype not in SUPPORTED_DTYPES:
             raise InvalidRequestError(
                 f"dtype must be one of {', '.join(SUPPORTED_DTYPES)}, got {self.dtype!r}", param="dtype"
+            )
+        if self.ssm_state_dtype not in SUPPORTED_SSM_STATE_DTYPES:
+            raise InvalidRequestError(
+                f"ssm_state_dtype must be one of {', '.join(SUPPORTED_SSM_STATE_DTYPES)}, "
+                f"got {self.ssm_state_dtype!r}",
+                param="ssm_state_dtype",
             )
         if self.kernels is not None:
             check_kernels_option(self.kernels)

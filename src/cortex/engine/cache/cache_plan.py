@@ -2,10 +2,11 @@
 context they allow.
 
 Sizing only (no tensors, no torch): one KV page holds ``block_size`` tokens of K and V for every
-full-attention layer; one state slot holds the conv history (model dtype) and the float32 delta-rule
-state of every linear-attention layer. Slots are reserved first (at most ``max_num_seqs``, and never so
-many that one full-length request no longer fits), the rest of the budget becomes pages, and neither
-exceeds what ``max_num_seqs`` full-length requests could use.
+full-attention layer; one state slot holds the conv history (model dtype) and the delta-rule state
+(float32, or bfloat16 by ``EngineConfig.ssm_state_dtype``) of every linear-attention layer. Slots are
+reserved first (at most ``max_num_seqs``, and never so many that one full-length request no longer
+fits), the rest of the budget becomes pages, and neither exceeds what ``max_num_seqs`` full-length
+requests could use.
 
 With prefix caching on a model with linear-attention layers (``snapshot_memory_fraction`` given), that
 fraction of the budget is set aside first for prefix-cache snapshots (each the size of a slot), shrunk
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from cortex.engine.cache.layer_cache import AttentionCacheSpec, LayerCacheSpec, LinearStateSpec
 from cortex.engine.errors import CacheExhaustedError
 
-SSM_STATE_BYTES = 4  # the delta-rule state is always float32
+SSM_STATE_BYTES = 4  # the delta-rule state's default dtype, float32 (bfloat16 is an engine option)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +54,13 @@ def bytes_per_block(specs: Sequence[LayerCacheSpec], *, block_size: int, dtype_b
     )
 
 
-def bytes_per_slot(specs: Sequence[LayerCacheSpec], *, dtype_bytes: int) -> int:
-    """Conv history plus float32 delta-rule state of one request across all linear-attention layers."""
+def bytes_per_slot(
+    specs: Sequence[LayerCacheSpec], *, dtype_bytes: int, ssm_dtype_bytes: int = SSM_STATE_BYTES
+) -> int:
+    """Conv history (model dtype) plus delta-rule state of one request across all linear-attention layers."""
     return sum(
         spec.conv_dim * (spec.conv_kernel - 1) * dtype_bytes
-        + spec.num_v_heads * spec.head_k_dim * spec.head_v_dim * SSM_STATE_BYTES
+        + spec.num_v_heads * spec.head_k_dim * spec.head_v_dim * ssm_dtype_bytes
         for spec in specs
         if isinstance(spec, LinearStateSpec)
     )
@@ -73,6 +76,7 @@ def plan_cache(
     max_model_len: int | None,
     model_max_len: int,
     snapshot_memory_fraction: float | None = None,
+    ssm_dtype_bytes: int = SSM_STATE_BYTES,
 ) -> CachePlan:
     """Size the caches. ``max_model_len=None`` takes ``model_max_len``, lowered to fit one request.
     ``snapshot_memory_fraction=None``: no snapshots (prefix caching off, or no linear-attention layers).
@@ -80,7 +84,7 @@ def plan_cache(
     Raises CacheExhaustedError when the budget cannot hold one request of ``max_model_len`` tokens.
     """
     block_bytes = bytes_per_block(specs, block_size=block_size, dtype_bytes=dtype_bytes)
-    slot_bytes = bytes_per_slot(specs, dtype_bytes=dtype_bytes)
+    slot_bytes = bytes_per_slot(specs, dtype_bytes=dtype_bytes, ssm_dtype_bytes=ssm_dtype_bytes)
     total_budget = cache_memory_bytes
     if snapshot_memory_fraction is not None and slot_bytes:
         reserve = int(cache_memory_bytes * snapshot_memory_fraction)

@@ -22,7 +22,8 @@ class AttentionCache(NamedTuple):
 class LinearStateCache(NamedTuple):
     # conv: [num_slots, conv_dim, conv_kernel - 1], model dtype: the last inputs of the causal conv1d
     conv: torch.Tensor
-    # ssm: [num_slots, num_v_heads, head_k_dim, head_v_dim], float32: the gated delta rule state
+    # ssm: [num_slots, num_v_heads, head_k_dim, head_v_dim], float32 (or bfloat16, see
+    # EngineConfig.ssm_state_dtype): the gated delta rule state
     ssm: torch.Tensor
 
 

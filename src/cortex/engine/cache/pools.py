@@ -24,7 +24,12 @@ from cortex.engine.cache.layer_cache import (
 
 
 def allocate_caches(
-    specs: Sequence[LayerCacheSpec], plan: CachePlan, *, dtype: torch.dtype, device: torch.device
+    specs: Sequence[LayerCacheSpec],
+    plan: CachePlan,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    ssm_dtype: torch.dtype = torch.float32,
 ) -> list[LayerCache]:
     caches: list[LayerCache] = []
     num_rows = plan.num_slots + plan.num_snapshots
@@ -45,10 +50,10 @@ def allocate_caches(
                     conv=torch.zeros(
                         (num_rows, spec.conv_dim, spec.conv_kernel - 1), dtype=dtype, device=device
                     ),
-                    # ssm: [num_rows, num_v_heads, head_k_dim, head_v_dim], always float32
+                    # ssm: [num_rows, num_v_heads, head_k_dim, head_v_dim], float32 unless asked otherwise
                     ssm=torch.zeros(
                         (num_rows, spec.num_v_heads, spec.head_k_dim, spec.head_v_dim),
-                        dtype=torch.float32,
+                        dtype=ssm_dtype,
                         device=device,
                     ),
                 )

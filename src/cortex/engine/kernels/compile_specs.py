@@ -23,8 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from cortex.engine.kernels.triton_import import HAS_TRITON, tl
+
 if TYPE_CHECKING:
     from cortex.engine.kernels.launch import KernelLaunch
+
+# triton.language as it was when cortex's kernels were defined (see _restore_language)
+_LANGUAGE = [(space, dict(vars(space))) for space in (tl, tl.core, tl.math, tl.tensor)] if HAS_TRITON else []
 
 H200_SHARED_MEMORY_BYTES = 232_448  # 227 KiB: the most shared memory one block may use on sm_90
 SM90_TARGET = ("cuda", 90, 32)  # backend, compute capability, warp size
@@ -195,6 +200,7 @@ def compile_sm90(spec: CompileSpec) -> CompiledKernel:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    _restore_language()
     kernel = _compilable(spec.kernel)
     names = list(kernel.arg_names)
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in spec.divisible}
@@ -246,3 +252,17 @@ def _compilable(kernel: Any, done: dict[int, Any] | None = None) -> Any:
                     setattr(module, attr, _compilable(member, done))
             scope[name] = module
     return compiled
+
+
+def _restore_language() -> None:
+    """Undo what Triton's interpreter leaves patched in ``triton.language``.
+
+    Triton 3.9's interpreter patches the language for every nested jit call (such as ``tl.zeros`` or
+    ``tl.sum``, which are jit functions) and never undoes the patches of ``triton.language.core``, so a
+    process that has interpreted such a kernel would compile with the interpreter's builder. The
+    harness puts the language back as it was when the kernels were defined.
+    """
+    for space, members in _LANGUAGE:
+        for name, member in members.items():
+            if vars(space).get(name) is not member:
+                setattr(space, name, member)

@@ -8,8 +8,8 @@ Two launches, checked against ``chunk_gated_delta_rule_ref`` (``gated_delta.py``
    strict_lower(beta k k^T * exp(G_i - G_j))`` with one 64 x 64 ``tl.dot``, and applies ``T = (I +
    A)^{-1}`` without a sequential solve: the 16 x 16 diagonal blocks are inverted as a batch by
    recursive doubling in exact float32, and the rest by the block-nilpotent series ``I - N + N^2 - N^3``
-   (``N = D A_off``), all as ``tl.dot``s. It writes the chunk's ``w = T (beta
-   exp(G) k)``, ``u = T (beta v)``, the causal scores ``aqk = (q k^T) * exp(G_i - G_j)`` and ``G``.
+   (``N = D A_off``), all as ``tl.dot``s. It writes the chunk's ``w = T (beta exp(G) k)`` and ``u = T
+   (beta v)`` (one 16-bit ``tl.dot`` each), the causal scores ``aqk = (q k^T) * exp(G_i - G_j)`` and ``G``.
 2. ``_chunk_state_kernel``, one program per (value-dim block, value head, sequence). It walks its
    sequence's chunks in order with the state block ``S: [head_k_dim, BV]`` in float32 registers, read
    from ``state[slot]`` (or zeros) and written back there at the end; per chunk ``v_new = u - w S``,
@@ -64,11 +64,11 @@ def _chunk_prep_kernel(
     a,
     b,
     A_log,
-    dt_bias,  # inputs
+    dt_bias,
     w,
     u,
     aqk,
-    gcum,  # outputs
+    gcum,
     cu_seqlens,
     num_seqs,
     num_search_steps,
@@ -88,14 +88,16 @@ def _chunk_prep_kernel(
     PRECISION: tl.constexpr,
     SHORT: tl.constexpr,
 ) -> None:
-    # q, k: [T, HK, K] (token strides stride_q, stride_k); v: [T, HV, V]; a, b: [T, HV] (strides stride_a, b)
-    # w: [T, HV, K]; u: [T, HV, V]; aqk: [T, HV, BT] (row t: its scores against its chunk's tokens);
+    # in: q, k: [T, HK, K] (token strides stride_q, stride_k); v: [T, HV, V]; a, b: [T, HV]; A_log,
+    # dt_bias: [HV]
+    # out: w: [T, HV, K]; u: [T, HV, V]; aqk: [T, HV, BT] (row t: its scores against its chunk's tokens);
     # gcum: [T, HV] float32. DOT_DT: the tl.dot operand dtype (the model's; float32 under the interpreter)
     i_h = tl.program_id(1)
     _, bos, eos, i_c = ragged_block(cu_seqlens, tl.program_id(0), num_seqs, num_search_steps, BT)
     length = eos - bos
     if i_c * BT >= length or length <= SHORT:  # short sequences take the state kernel's token path
         return
+    tl.static_assert(BT == 4 * BC and BC == 16)  # the solve below is written for 4 blocks of 16
     NB: tl.constexpr = BT // BC
     i_kh = i_h // (HV // HK)
     t0 = (bos + i_c * BT).to(tl.int64)  # the chunk's first token; offsets within the chunk stay int32
@@ -165,14 +167,19 @@ def _chunk_prep_kernel(
     N = tl.reshape(tl.dot(D, A_o, input_precision="ieee"), (BT, BT))
     N2 = tl.dot(N, N, input_precision=PRECISION)
     X = N2 - N - tl.dot(N, N2, input_precision=PRECISION) + (o_t[:, None] == o_t[None, :]).to(tl.float32)
-    X_dot = X.to(dt).to(DOT_DT)
-
-    # w = T diag(beta exp(G) rk) k ; u = T diag(beta) v
-    zk = tl.reshape(
-        tl.dot(D, tl.reshape(k32 * (beta * tl.exp(G) * rk)[:, None], (NB, BC, K)), input_precision="ieee"),
-        (BT, K),
+    # T = X D, a right product with the block-diagonal D: T^T = D^T X^T, batched over X's column blocks
+    T = tl.trans(
+        tl.reshape(
+            tl.dot(tl.permute(D, (0, 2, 1)), tl.reshape(tl.trans(X), (NB, BC, BT)), input_precision="ieee"),
+            (BT, BT),
+        )
     )
-    b_w = tl.dot(X_dot, zk.to(dt).to(DOT_DT), input_precision=PRECISION)
+    T_dot = T.to(dt).to(DOT_DT)
+
+    # w = T diag(beta exp(G) rk) k ; u = T diag(beta) v, with T and the scaled tiles in the model's dtype
+    # (one rounding each, as flash-linear-attention stores T and the scaled keys)
+    xk = (k32 * (beta * tl.exp(G) * rk)[:, None]).to(dt).to(DOT_DT)
+    b_w = tl.dot(T_dot, xk, input_precision=PRECISION)
     tl.store(
         w + head * K + o_t[:, None] * (HV * K) + cols_k[None, :],
         b_w.to(w.dtype.element_ty),
@@ -183,11 +190,8 @@ def _chunk_prep_kernel(
         mask=valid[:, None],
         other=0.0,
     )
-    zv = tl.reshape(
-        tl.dot(D, tl.reshape(b_v.to(tl.float32) * beta[:, None], (NB, BC, V)), input_precision="ieee"),
-        (BT, V),
-    )
-    b_u = tl.dot(X_dot, zv.to(dt).to(DOT_DT), input_precision=PRECISION)
+    yv = (b_v.to(tl.float32) * beta[:, None]).to(dt).to(DOT_DT)
+    b_u = tl.dot(T_dot, yv, input_precision=PRECISION)
     tl.store(
         u + head * V + o_t[:, None] * (HV * V) + cols_v[None, :],
         b_u.to(u.dtype.element_ty),
@@ -351,7 +355,7 @@ def chunk_gated_delta_rule_launches(
             "stride_a": a.stride(0), "stride_b": b.stride(0), **shared,
         },
         constexprs={**constexprs, "BC": SUB_CHUNK, "SHORT": RECURRENT_MAX_TOKENS},
-        num_warps=8,
+        num_warps=4,
         num_stages=1,
     )  # fmt: skip
     block_v = state_block_v(num_seqs, num_v_heads, head_v_dim)
