@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 import pytest
-from fake_model import FakeModel, fake_config, next_greedy_tokens
+from fake_model import FakeModel, char_tokenizer, fake_config, next_greedy_tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,25 +41,44 @@ def computed(model: FakeModel, since: int = 0) -> int:
 def test_a_multi_turn_conversation_prefills_only_each_new_turn():
     model = FakeModel()
     with make_engine(model) as engine:
-        history, previous_len = list(SYSTEM), 0
+        history, previous_computed = list(SYSTEM), 0
         for turn in range(4):
             prompt = [*history, 40 + turn, 41, 42]  # the user's turn
             since = len(model.steps)
             (out,) = engine.generate([prompt], GREEDY, turn_boundaries=[len(prompt)])
             assert out.token_ids == next_greedy_tokens(prompt, 6)
-            # everything up to the previous prompt's turn boundary (block-aligned) came from the cache
-            assert out.num_cached_tokens == previous_len // 4 * 4
+            # the next turn repeats the prompt and the reply: it resumes at the last block boundary of
+            # what the previous turn computed (its reply's last token was sampled, never computed)
+            assert out.num_cached_tokens == previous_computed // 4 * 4
             assert computed(model, since) == len(prompt) - out.num_cached_tokens + 5  # + 5 decodes
-            history, previous_len = (
-                [*prompt, *out.token_ids],
-                len(prompt),
-            )  # the reply, as the next turn has it
+            history, previous_computed = [*prompt, *out.token_ids], len(prompt) + 5
         stats = engine.stats().prefix_cache
         assert stats is not None
         assert stats.num_hits == 3
         assert 0 < stats.hit_rate < 1
         assert stats.num_snapshots_used > 0
         assert stats.snapshot_bytes_used == stats.num_snapshots_used * engine.cache_plan.bytes_per_slot
+        assert_all_free(engine)
+
+
+def test_a_chatml_conversation_fed_its_own_replies_resumes_after_each_reply():
+    """ChatML repeats a reply as generated (here one character per token, so it survives detokenizing):
+    each turn resumes at the last block boundary of what the previous turn computed, its reply included,
+    from the snapshot that turn's generation left at its end."""
+    messages: list[dict[str, str]] = [{"role": "system", "content": "be brief."}]
+    config = EngineConfig(max_model_len=512, block_size=4, snapshot_interval_blocks=100)
+    with Engine(
+        FakeModel(), fake_config(max_position_embeddings=512), config, tokenizer=char_tokenizer()
+    ) as engine:
+        assert engine.tokenizer is not None
+        assert engine.tokenizer.chat_template.is_fallback
+        computed = 0
+        for question in ("say hi.", "again.", "once more."):
+            messages.append({"role": "user", "content": question})
+            reply = engine.chat(messages, SamplingParams(max_tokens=9, temperature=0.0))
+            assert reply.usage.cached_tokens == computed // 4 * 4
+            computed = reply.usage.prompt_tokens + reply.usage.completion_tokens - 1
+            messages.append({"role": "assistant", "content": reply.text})
         assert_all_free(engine)
 
 

@@ -79,19 +79,19 @@ def test_block_hashes_chain_the_whole_prefix():
 
 def test_snapshot_pool_reserve_commit_pin_evict():
     pool = SnapshotPool(2, first_row=3)
-    a, b = pool.reserve(b"a"), pool.reserve(b"b")
+    a, b = pool.reserve(b"a", kept=False), pool.reserve(b"b", kept=False)
     assert {a, b} == {3, 4}
-    assert pool.reserve(b"a") is None  # pending already
-    assert pool.reserve(b"c") is None  # both rows pending
+    assert pool.reserve(b"a", kept=False) is None  # pending already
+    assert pool.reserve(b"c", kept=False) is None  # both rows pending
     assert pool.lookup(b"a") is None  # not usable before its step ran
     pool.commit(b"a")
     pool.commit(b"b")
     assert pool.lookup(b"a") == a
     pool.pin(a)
-    c = pool.reserve(b"c")  # evicts the least recently used unpinned snapshot: b
+    c = pool.reserve(b"c", kept=False)  # evicts the least recently used unpinned snapshot: b
     assert c == b
     assert pool.lookup(b"b") is None
-    assert pool.reserve(b"d") is None  # a is pinned, c pending
+    assert pool.reserve(b"d", kept=False) is None  # a is pinned, c pending
     pool.drop(b"a")  # a restore is in flight: kept
     assert pool.lookup(b"a") == a
     pool.unpin(a)
@@ -99,6 +99,56 @@ def test_snapshot_pool_reserve_commit_pin_evict():
     assert pool.num_used == 1
     pool.drop(b"a")
     assert (pool.lookup(b"a"), pool.num_used) == (None, 0)
+
+
+def test_snapshot_pool_evicts_spare_snapshots_before_kept_ones():
+    pool = SnapshotPool(3, first_row=0)
+    for key, kept in ((b"turn", True), (b"interval", False), (b"rolling", False)):
+        pool.reserve(key, kept=kept)
+        pool.commit(key)
+    pool.keep(b"rolling")  # its generation finished
+    interval_row = pool.lookup(b"interval")
+    assert pool.reserve(b"x", kept=False) == interval_row  # the one spare snapshot goes first
+    pool.commit(b"x")
+    assert pool.lookup(b"turn") is not None
+    assert pool.lookup(b"rolling") is not None
+    row = pool.lookup(b"x")
+    assert row is not None
+    pool.pin(row)
+    pool.unpin(row)  # a request resumed from it: kept from now on, and the most recently used
+    assert pool.reserve(b"y", kept=False) is not None  # no spare left: the oldest kept one goes
+    assert [pool.lookup(k) is None for k in (b"turn", b"rolling", b"x")] == [True, False, False]
+
+
+def test_a_generation_keeps_one_rolling_snapshot_and_the_next_turn_resumes_after_it():
+    scheduler = make_scheduler(interval=100)
+    a = make_request("a", list(range(1, 11)), max_tokens=9)  # computes 10 + 8 tokens
+    scheduler.add(a)
+    batches = run(scheduler)
+    # the prompt's last boundary (8), then decode steps ending at 12 and 16: no cut, a save each
+    assert chunks(batches, "a") == [(0, 8), (8, 2)]
+    saved_at = [s.num_cached_tokens + s.num_new_tokens for b in batches for s in b.seqs if s.save_key]
+    assert saved_at == [8, 12, 16]
+    cache = scheduler.prefix_cache
+    assert cache.snapshots is not None
+    assert cache.snapshots.num_used == 2  # 8 and 16: the rolling snapshot at 12 was replaced
+    # the next turn repeats the prompt and the reply: it resumes at the reply's last block boundary
+    b = make_request("b", [*a.prompt_token_ids, *a.output_token_ids, 50, 51])
+    scheduler.add(b)
+    run(scheduler)
+    assert b.num_cached_tokens == 16
+
+
+def test_a_long_prompts_interval_snapshots_leave_another_conversations_turn():
+    scheduler = make_scheduler(num_snapshots=3, interval=1)  # a snapshot every block
+    scheduler.add(make_request("a", list(range(1, 11)), max_tokens=1, turn_boundary=9))
+    run(scheduler)  # snapshots at 4 (interval) and 8 (the turn boundary, kept)
+    scheduler.add(make_request("c", list(range(100, 130)), max_tokens=1))  # 7 interval snapshots
+    run(scheduler)
+    b = make_request("b", [*range(1, 10), 99, 98])  # a's next turn
+    scheduler.add(b)
+    run(scheduler)
+    assert b.num_cached_tokens == 8
 
 
 def test_an_identical_prompt_resumes_before_its_last_token():
@@ -180,7 +230,7 @@ def test_a_failed_step_is_discarded():
     cache = scheduler.prefix_cache
     assert cache.snapshots is not None
     # the restore's pin is gone: the snapshot can be evicted again
-    assert all(cache.snapshots.reserve(bytes([i])) is not None for i in range(8))
+    assert all(cache.snapshots.reserve(bytes([i]), kept=False) is not None for i in range(8))
 
 
 def test_cached_blocks_that_are_free_count_against_admission():
@@ -252,4 +302,6 @@ def test_random_shared_prefix_workloads_keep_the_books_balanced(num_snapshots, a
     snapshots = scheduler.prefix_cache.snapshots
     if snapshots is not None and snapshots.num_snapshots:
         # nothing is left pinned or pending: every row can be handed out again
-        assert all(snapshots.reserve(bytes([i])) is not None for i in range(snapshots.num_snapshots))
+        assert all(
+            snapshots.reserve(bytes([i]), kept=False) is not None for i in range(snapshots.num_snapshots)
+        )

@@ -35,7 +35,8 @@ class Request:
     limit (the request's, or what the context leaves when the request gave None). ``turn_boundary`` is a
     hint: the prompt position up to which later prompts are expected to repeat this one (for a chat, where
     the generation prompt starts); the prefix cache snapshots state at the block boundary at or before it.
-    ``num_cached_tokens``: prompt tokens served from the prefix cache when the request was first admitted."""
+    ``num_cached_tokens``: prompt tokens served from the prefix cache when the request was first admitted.
+    ``output_snapshot_key``: the prefix cache's latest state snapshot among its generated tokens."""
 
     request_id: str
     prompt_token_ids: list[int]
@@ -52,6 +53,7 @@ class Request:
     num_cached_tokens: int = 0
     num_committed_blocks: int = 0
     block_hashes: list[BlockHash] = field(default_factory=list)
+    output_snapshot_key: BlockHash | None = None
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
     grammar: GrammarMatcher | None = None  # the output constraint, advanced by the scheduler

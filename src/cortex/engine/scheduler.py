@@ -25,7 +25,8 @@ resumed) starts after the longest cached prefix it can reuse: it shares that pre
 step restores its state slot from the prefix's snapshot (``ScheduledBatch.state_restores``, copied
 before the forward). A prefill chunk is cut short to end at the next snapshot position, and the step
 saves the slot there (``state_saves``, copied after the forward), so a snapshot costs at most one
-extra step per position. Blocks and snapshots become visible to lookups only in ``update()``, once the
+extra step per position; a decode step that ends at a block boundary saves the generation's rolling
+snapshot without any cut. Blocks and snapshots become visible to lookups only in ``update()``, once the
 step that computed them ran; ``discard()`` forgets a step whose forward failed.
 """
 
@@ -139,7 +140,7 @@ class Scheduler:
     def _chunk(self, request: Request, start: int, budget: int) -> tuple[int, int | None]:
         """(tokens to compute from ``start`` this step, the snapshot position the chunk ends at or None)."""
         num_new = min(request.num_tokens - start, budget, self.prefill_chunk_size)
-        if self.prefix_cache is not None and start < request.num_prompt_tokens:
+        if self.prefix_cache is not None:
             position = self.prefix_cache.next_snapshot(request, start=start, end=start + num_new)
             if position is not None:
                 return position - start, position
@@ -285,7 +286,8 @@ class Scheduler:
             if cache is not None:
                 cache.cache_computed_blocks(request)
                 if seq.save_key is not None:
-                    cache.commit_snapshot(seq.save_key)
+                    position = seq.num_cached_tokens + seq.num_new_tokens
+                    cache.commit_snapshot(request, seq.save_key, position=position)
             if token_id is None:
                 continue
             request.output_token_ids.append(token_id)
@@ -321,6 +323,8 @@ class Scheduler:
         else:
             self.waiting.remove(request)
         self._release(request)
+        if self.prefix_cache is not None:
+            self.prefix_cache.finish(request, aborted=reason == "abort")
         request.status = RequestStatus.FINISHED
         request.finish_reason = reason
         request.stop_reason = stop_reason

@@ -32,3 +32,14 @@ def shared_data() -> Path:
     if not data.is_dir():
         pytest.skip("../shared/data is absent")
     return data
+
+
+@pytest.fixture(scope="session")
+def chatml(qwen_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    """The Qwen vocabulary without a chat template: the ChatML fallback."""
+    folder = tmp_path_factory.mktemp("chatml")
+    (folder / "tokenizer.json").write_bytes((qwen_folder / "tokenizer.json").read_bytes())
+    tokenizer = Tokenizer.from_folder(folder)
+    assert tokenizer is not None
+    assert tokenizer.chat_template.is_fallback
+    return tokenizer

@@ -10,6 +10,7 @@ from cortex.engine.models import load_model
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.text.chat import render_chat, render_chat_prompt
 from cortex.engine.text.qwen import write_qwen_tokenizer_files
+from cortex.engine.text.reasoning import parse_reasoning, prompt_opens_reasoning
 
 engine_module = pytest.importorskip("cortex.engine.engine")
 checkpoint = pytest.importorskip("cortex.engine.checkpoint")
@@ -80,3 +81,53 @@ def test_an_agent_session_hits_the_prefix_cache_and_answers_as_without_it(folder
         shared = common_prefix(rendered[anchor].token_ids, rendered[i].token_ids)
         assert boundary // 16 * 16 <= cached[i] <= shared
         assert replies[True][i].usage.prompt_tokens == len(rendered[i].token_ids)
+
+
+@pytest.mark.parametrize("template", ["qwen3_6", "chatml"])
+def test_a_conversation_fed_its_own_replies_resumes_where_the_template_diverges(
+    template, folder, engine, chatml
+):
+    """Each turn sends the engine's own last reply back, rendered by the real template, and resumes at
+    the furthest snapshot an earlier turn left on its path: the turn boundary, the prompt's last block
+    boundary, or the end of a generation (usable where the template repeats the reply as generated: a
+    random model's tokens often do not survive detokenizing, see test_engine_prefix_cache.py for a
+    ChatML conversation whose replies always do). Qwen3.6 drops the answered turn's reasoning once a new
+    user query follows, so there the next turn diverges inside the last prompt. Replies are the
+    cache-off engine's."""
+    tokenizer = engine.tokenizer if template == "qwen3_6" else chatml
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    model, model_config = load_model(folder, dtype="float32", device="cpu")
+    outputs = {}
+    for caching in (True, False):
+        config = EngineConfig(enable_prefix_caching=caching, max_model_len=512, cache_memory_bytes=64 << 20)
+        with engine_module.Engine(model, model_config, config, tokenizer=tokenizer) as fresh:
+            messages = [{"role": "system", "content": "Be brief. " * 12}]
+            runs = []
+            for question in ("Say hi.", "Again.", "Once more."):
+                messages.append({"role": "user", "content": question})
+                rendered = render_chat(tokenizer, messages)
+                (out,) = fresh.generate(
+                    [rendered.token_ids], params, turn_boundaries=[rendered.turn_boundary]
+                )
+                runs.append((rendered, out))
+                opens = prompt_opens_reasoning(rendered.text)
+                reasoning, content = parse_reasoning(out.text, starts_in_reasoning=opens)
+                messages.append({"role": "assistant", "content": content, "reasoning_content": reasoning})
+            outputs[caching] = runs
+    assert [out.token_ids for _, out in outputs[True]] == [out.token_ids for _, out in outputs[False]]
+    runs = outputs[True]
+    assert runs[0][1].num_cached_tokens == 0
+    for i in range(1, len(runs)):
+        after, again = runs[i]
+        best = 0
+        for before, out in runs[:i]:
+            assert before.turn_boundary is not None
+            computed = len(before.token_ids) + len(out.token_ids) - 1  # the last token is sampled only
+            snapshots = {before.turn_boundary, len(before.token_ids) - 1, computed}
+            reach = min(
+                common_prefix([*before.token_ids, *out.token_ids], after.token_ids), len(after.token_ids) - 1
+            )
+            best = max(best, *(p // 16 * 16 for p in snapshots if p // 16 * 16 <= reach))
+        assert again.num_cached_tokens == best
+        if template == "qwen3_6":
+            assert common_prefix(runs[i - 1][0].token_ids, after.token_ids) < len(runs[i - 1][0].token_ids)

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import re
+from typing import Any
 
 import pytest
 from conversations import LOOP_START, agent_session, common_prefix
@@ -16,7 +17,6 @@ from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.text.chat import chat, render_chat, render_chat_prompt, stream_chat
 from cortex.engine.text.detokenizer import IncrementalDetokenizer
 from cortex.engine.text.errors import ChatTemplateError
-from cortex.engine.text.tokenizer import Tokenizer
 from cortex.errors import InvalidRequestError
 
 TOOLS = [
@@ -193,17 +193,6 @@ def test_claude_code_request_renders(qwen, shared_data):
     assert len(render_chat_prompt(qwen, messages, tools)) > 1000
 
 
-@pytest.fixture(scope="module")
-def chatml(qwen_folder, tmp_path_factory) -> Tokenizer:
-    """The Qwen vocabulary without a chat template: the ChatML fallback."""
-    folder = tmp_path_factory.mktemp("chatml")
-    (folder / "tokenizer.json").write_bytes((qwen_folder / "tokenizer.json").read_bytes())
-    tokenizer = Tokenizer.from_folder(folder)
-    assert tokenizer is not None
-    assert tokenizer.chat_template.is_fallback
-    return tokenizer
-
-
 def test_turn_boundary_is_where_the_generation_prompt_starts(qwen, chatml):
     for tokenizer, generation_prompt in (
         (qwen, "<|im_start|>assistant\n<think>\n"),
@@ -248,6 +237,60 @@ def test_each_call_repeats_the_last_one_up_to_its_turn_boundary_chatml(chatml):
     for before, after in itertools.pairwise(rendered):
         assert before.turn_boundary is not None
         assert common_prefix(before.token_ids, after.token_ids) == len(before.token_ids)
+
+
+def _as_written(message: dict[str, Any], *, qwen_format: bool) -> str:
+    """An assistant turn as the model writes it after the generation prompt, in the format the template's
+    tool instructions ask for, through its end-of-turn token (the reply the engine generated)."""
+    content = message.get("content") or ""
+    calls = [call["function"] for call in message.get("tool_calls", [])]
+    if qwen_format:
+        written_calls = [
+            f"<tool_call>\n<function={call['name']}>\n"
+            + "".join(
+                f"<parameter={name}>\n{value if isinstance(value, str) else json.dumps(value)}\n"
+                "</parameter>\n"
+                for name, value in json.loads(call["arguments"]).items()
+            )
+            + "</function>\n</tool_call>"
+            for call in calls
+        ]
+        reply = f"{message['reasoning_content']}\n</think>\n\n{content}"
+        separator = "\n\n" if content else ""
+    else:
+        written_calls = [
+            f'<tool_call>\n{{"name": "{call["name"]}", "arguments": {call["arguments"]}}}\n</tool_call>'
+            for call in calls
+        ]
+        reply, separator = content, "\n" if content else ""
+    if written_calls:
+        reply += separator + "\n".join(written_calls)
+    return reply + "<|im_end|>"
+
+
+@pytest.mark.parametrize("template", ["qwen3_6", "chatml"])
+def test_the_next_call_repeats_the_prompt_and_the_reply_as_written(template, qwen, chatml):
+    """Where each call of an agent session diverges from the last call's prompt followed by the reply the
+    model wrote: nowhere (ChatML, and the Qwen3.6 template within a tool loop), so the engine's
+    snapshot at the end of a generation is where the next call resumes; or inside the last prompt
+    (Qwen3.6 after a new user query drops the answered turns' reasoning), where the turn boundary
+    snapshot of the call that began the loop serves it."""
+    tokenizer = qwen if template == "qwen3_6" else chatml
+    calls = agent_session()
+    rendered = [render_chat(tokenizer, messages, SESSION_TOOLS) for messages in calls]
+    for i in range(1, len(calls)):
+        before, after = rendered[i - 1], rendered[i]
+        reply = calls[i][len(calls[i - 1])]
+        written = [
+            *before.token_ids,
+            *tokenizer.encode(_as_written(reply, qwen_format=template == "qwen3_6")),
+        ]
+        shared = common_prefix(written, after.token_ids)
+        if template == "chatml" or LOOP_START[i] == LOOP_START[i - 1]:
+            assert shared == len(written), tokenizer.decode(written[shared:], skip_special_tokens=False)
+        else:
+            assert before.turn_boundary is not None
+            assert shared < before.turn_boundary
 
 
 def test_chat_passes_the_turn_boundary_to_the_engine(qwen):

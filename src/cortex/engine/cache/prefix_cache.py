@@ -14,6 +14,13 @@ scheduler calls it; the runner only executes the state copies the scheduler puts
   prefix snapshot at the same places), the last one at or before the request's ``turn_boundary`` hint
   (where the next turn of a chat will diverge), and the last one before the prompt's last token (so an
   identical prompt hits). A position whose snapshot exists or is being saved is skipped.
+- **The end of a generation**: the next turn of a chat usually repeats this one's prompt *and* output
+  (ChatML always; the Qwen3.6 template within a tool loop), so every step over generated tokens that
+  ends at a block boundary (a decode step every ``block_size`` tokens; no cut needed) saves a *rolling*
+  snapshot that replaces the request's previous one (:meth:`commit_snapshot`): a request holds at most
+  one, and when it finishes that one marks the last block boundary of its prompt + output.
+- **Which snapshots are kept longer** (the pool's two tiers): those at the turn boundary, the prompt's
+  last boundary and a finished generation's end; interval and rolling snapshots are evicted first.
 - **What becomes cached** (:meth:`cache_computed_blocks`): after each step, the request's newly
   completed full blocks are registered under their hashes (prompt and generated tokens alike).
 
@@ -156,17 +163,28 @@ class PrefixCache:
 
     # ---- snapshots ------------------------------------------------------------------------------
 
+    def _anchors(self, request: Request) -> set[int]:
+        """The prompt's block boundaries that its next turn is expected to come back to: the last one
+        before its last token and the last one at or before its turn boundary."""
+        size = self.block_size
+        anchors = {(request.num_prompt_tokens - 1) // size * size}
+        if request.turn_boundary is not None:
+            anchors.add(request.turn_boundary // size * size)
+        return anchors
+
     def next_snapshot(self, request: Request, *, start: int, end: int) -> int | None:
-        """The first snapshot position in ``(start, end]`` that ``request`` should save, or None."""
+        """The first snapshot position in ``(start, end]`` that ``request`` should save, or None: a prompt
+        position (the scheduler cuts the chunk there), or ``end`` itself when the step ends at a block
+        boundary at or past the prompt's end (the rolling snapshot of the generation)."""
         if self.snapshots is None or self.snapshots.num_snapshots == 0 or end <= start:
             return None
         size = self.block_size
         last = (request.num_prompt_tokens - 1) // size * size
         interval = self.snapshot_interval_blocks * size
-        positions = set(range(interval, min(end, last) + 1, interval))
-        positions.add(last)
-        if request.turn_boundary is not None:
-            positions.add(request.turn_boundary // size * size)
+        first = (start // interval + 1) * interval  # the first interval position after ``start``
+        positions = self._anchors(request) | set(range(first, min(end, last) + 1, interval))
+        if end >= request.num_prompt_tokens and end % size == 0:
+            positions.add(end)
         candidates = sorted(p for p in positions if start < p <= end and p > 0)
         if not candidates:
             return None
@@ -178,12 +196,24 @@ class PrefixCache:
         None when the pool has no row to give (every row pinned or pending)."""
         assert self.snapshots is not None
         key = self._hashes(request, position)[position // self.block_size - 1]
-        row = self.snapshots.reserve(key)
+        row = self.snapshots.reserve(key, kept=position in self._anchors(request))
         return None if row is None else (key, row)
 
-    def commit_snapshot(self, key: BlockHash) -> None:
+    def commit_snapshot(self, request: Request, key: BlockHash, *, position: int) -> None:
+        """The step that saved ``request``'s state at ``position`` under ``key`` ran. A snapshot among its
+        generated tokens replaces the request's previous one (unless a request resumed from that)."""
         assert self.snapshots is not None
         self.snapshots.commit(key)
+        if position >= request.num_prompt_tokens and position not in self._anchors(request):
+            if request.output_snapshot_key is not None:
+                self.snapshots.drop(request.output_snapshot_key, only_spare=True)
+            request.output_snapshot_key = key
+
+    def finish(self, request: Request, *, aborted: bool) -> None:
+        """``request`` ended: the snapshot at the end of what it generated is kept (the next turn of its
+        conversation may repeat all of it), unless it was aborted."""
+        if self.snapshots is not None and request.output_snapshot_key is not None and not aborted:
+            self.snapshots.keep(request.output_snapshot_key)
 
     def cancel_snapshot(self, key: BlockHash) -> None:
         assert self.snapshots is not None
