@@ -17,7 +17,16 @@ def test_the_example_files_load_and_build_a_fleet():
     config = load_config(EXAMPLES / "cortex.toml", environ={})
     assert config.gateway.listen == Listen(host="0.0.0.0", port=31313)
     assert config.neuron.memory_budget_bytes == 70 * 2**30
-    assert (config.neuron.enable_prefix_caching, config.neuron.snapshot_interval_blocks) == (True, 64)
+    neuron = config.neuron
+    assert (
+        neuron.enable_prefix_caching,
+        neuron.snapshot_interval_blocks,
+        neuron.snapshot_memory_fraction,
+    ) == (
+        True,
+        64,
+        0.2,
+    )
     assert [n.name for n in config.neurons] == ["gpu1", "gpu2"]
     assert config.models_file() == EXAMPLES.resolve() / "models.toml"
     fleet = build_fleet(config)

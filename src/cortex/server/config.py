@@ -146,6 +146,7 @@ class NeuronConfig(_Section):
     max_running: int = Field(default=32, ge=1)  # concurrent requests per model (= engine max_num_seqs)
     enable_prefix_caching: bool = True  # reuse cached prompt prefixes across requests (the engine's option)
     snapshot_interval_blocks: int = Field(default=64, ge=1)  # Gated DeltaNet state snapshot spacing
+    snapshot_memory_fraction: float = Field(default=0.2, ge=0, lt=1)  # of cache_memory_bytes, for snapshots
     max_queue: int = Field(default=256, ge=0)  # requests waiting for a running slot, per model
     queue_timeout_s: float = Field(default=60.0, gt=0)
     retry_after_s: int = Field(default=2, ge=1)

@@ -30,6 +30,7 @@ class TorchEngineLoader:
     cache_memory_bytes: int | None = None
     enable_prefix_caching: bool = True
     snapshot_interval_blocks: int = 64
+    snapshot_memory_fraction: float = 0.2
 
     def inspect(self, path: Path) -> ModelFacts:
         from cortex.engine.config import ModelConfig
@@ -61,6 +62,7 @@ class TorchEngineLoader:
             cache_memory_bytes=self._cache_bytes,
             enable_prefix_caching=self.enable_prefix_caching,
             snapshot_interval_blocks=self.snapshot_interval_blocks,
+            snapshot_memory_fraction=self.snapshot_memory_fraction,
         )
 
     @property

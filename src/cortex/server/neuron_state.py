@@ -49,6 +49,7 @@ class NeuronState:
                 cache_memory_bytes=config.cache_memory_bytes,
                 enable_prefix_caching=config.enable_prefix_caching,
                 snapshot_interval_blocks=config.snapshot_interval_blocks,
+                snapshot_memory_fraction=config.snapshot_memory_fraction,
             )
         metrics = metrics or NeuronMetrics()
         budget = config.memory_budget_bytes
