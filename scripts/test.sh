@@ -20,6 +20,16 @@ if [ ! -x "$claude_prefix/node_modules/.bin/claude" ] && command -v npm >/dev/nu
 fi
 [ -x "$claude_prefix/node_modules/.bin/claude" ] && export PATH="$claude_prefix/node_modules/.bin:$PATH"
 
+# Optional too: the real Codex CLI, for the test that drives `codex exec` against the gateway.
+codex_version="0.171.0"
+codex_prefix="$venv/codex-$codex_version"
+if [ ! -x "$codex_prefix/node_modules/.bin/codex" ] && command -v npm >/dev/null 2>&1; then
+  echo "== installing @openai/codex@$codex_version (optional)"
+  timeout 300 npm install --silent --no-audit --no-fund --prefix "$codex_prefix" \
+    "@openai/codex@$codex_version" >/dev/null 2>&1 || echo "   not installed: its test will skip"
+fi
+[ -x "$codex_prefix/node_modules/.bin/codex" ] && export PATH="$codex_prefix/node_modules/.bin:$PATH"
+
 echo "== ruff check"; "$bin/ruff" check .
 echo "== ruff format --check"; "$bin/ruff" format --check .
 echo "== mypy"; "$bin/mypy"

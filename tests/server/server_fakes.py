@@ -74,6 +74,7 @@ class FakeEngine:
         self.finished: list[str] = []
         self.closed = False
         self.last_params: SamplingParams | None = None
+        self.last_messages: list[dict[str, Any]] = []  # the last chat's messages, as the engine got them
         self._count = 0
 
     def _next_id(self, request_id: str | None) -> str:
@@ -126,6 +127,7 @@ class FakeEngine:
         **template_kwargs: Any,
     ) -> AsyncIterator[ChatDelta]:
         request_id = self._next_id(None)
+        self.last_messages = [dict(m) for m in messages]
         prompt = self.tokenizer.apply_chat_template(messages, tools, **template_kwargs)
         num_prompt = len(self.tokenizer.encode(prompt))
         reasoning = str(self.script.get("reasoning", ""))

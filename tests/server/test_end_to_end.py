@@ -14,6 +14,7 @@ from pathlib import Path
 import anthropic
 import httpx
 import openai
+import pydantic
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
@@ -83,6 +84,7 @@ def system(model_root, tmp_path_factory) -> Iterator[dict]:
     config = config_from_dict(
         {
             "gateway": {"models_file": str(models_toml), "keepalive_s": 0.5},
+            "responses": {"path": str(tmp_path_factory.mktemp("state") / "responses.sqlite3")},
             "fleet": {"poll_interval_s": 0.5},
             "neurons": [{"name": name, "url": server.url} for name, server in neurons.items()],
         },
@@ -131,13 +133,65 @@ def test_openai_sdk_against_real_engines(system):
         max_tokens=3,
         logprobs=True,
         top_logprobs=2,
+        temperature=0,
     )
     content = scored.choices[0].logprobs.content
     assert len(content) == 3
     assert all(len(entry.top_logprobs) == 2 and entry.logprob <= 0 for entry in content)
+    streamed = list(
+        sdk.chat.completions.create(
+            model="qwen-b",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=3,
+            logprobs=True,
+            top_logprobs=2,
+            temperature=0,
+            stream=True,
+        )
+    )
+    entries = [
+        e for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content
+    ]
+    assert [e.token for e in entries] == [e.token for e in content]  # greedy: the same tokens, streamed
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
         "length"
     ]
+
+
+class Pet(pydantic.BaseModel):
+    name: str
+    legs: int = pydantic.Field(ge=0, le=8)
+
+
+def test_responses_api_against_real_engines(system):
+    sdk = openai.OpenAI(base_url=f"{system['gateway'].url}/v1", api_key="k", max_retries=0)
+    system["clients"].append(sdk)
+    common = {"model": "qwen-a", "reasoning": {"effort": "none"}, "max_output_tokens": 40}
+    parsed = sdk.responses.parse(input="A pet, as JSON", text_format=Pet, temperature=0, **common)
+    assert isinstance(parsed.output_parsed, Pet)  # constrained decoding: valid under the schema
+    tools = [{"type": "function", "name": "lookup", "parameters": TOOL["function"]["parameters"]}]
+    with sdk.responses.stream(
+        input="Look it up",
+        tools=tools,
+        tool_choice="required",
+        include=["message.output_text.logprobs"],
+        **common,
+    ) as stream:
+        final = stream.get_final_response()
+    (call,) = [item for item in final.output if item.type == "function_call"]
+    assert call.name == "lookup"
+    assert isinstance(json.loads(call.arguments), dict)
+    follow_up = sdk.responses.create(
+        previous_response_id=final.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "found"}],
+        tools=tools,
+        include=["message.output_text.logprobs"],
+        top_logprobs=2,
+        **{**common, "max_output_tokens": 4},
+    )
+    assert follow_up.usage.input_tokens > final.usage.input_tokens  # the conversation came along
+    (message,) = [item for item in follow_up.output if item.type == "message"]
+    assert all(len(lp.top_logprobs) == 2 for lp in message.content[0].logprobs)
 
 
 def test_anthropic_sdk_against_real_engines_with_exact_token_counts(system, model_root):

@@ -1,7 +1,7 @@
 """An ``openai``-kind neuron: a real OpenAI-compatible server cortex did not write (``transformers serve``)
 on loopback over a tiny random Qwen3 checkpoint with the real Qwen tokenizer, behind the gateway, driven
-by both official SDKs. Anthropic callers reach it through cortex.translate; the gateway counts tokens
-with the profile's tokenizer."""
+by both official SDKs. Anthropic and Responses callers reach it through cortex.translate (the
+Responses conversation kept by the gateway); the gateway counts tokens with the profile's tokenizer."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ def gateway(upstream, tmp_path_factory) -> Iterator[str]:
     config = config_from_dict(
         {
             "gateway": {"models_file": str(models_toml)},
+            "responses": {"path": str(tmp_path_factory.mktemp("state") / "responses.sqlite3")},
             "fleet": {"poll_interval_s": 0.5},
             "neurons": [{"name": "hf", "url": url, "kind": "openai"}],
         },
@@ -153,3 +154,22 @@ def test_anthropic_callers_reach_it_through_translate_with_counted_tokens(gatewa
     bad = httpx.post(f"{gateway}/v1/messages", json={**request, "max_tokens": "many"})
     assert bad.status_code == 400
     assert bad.json()["type"] == "error"
+
+
+def test_responses_callers_reach_it_through_translate_and_conversations_continue(gateway):
+    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="k", max_retries=0) as sdk:
+        first = sdk.responses.create(model="tiny", input="hi", max_output_tokens=4)
+        assert (first.status, first.incomplete_details.reason) == ("incomplete", "max_output_tokens")
+        assert first.usage.output_tokens == 4
+        assert first.model == "tiny"
+        with sdk.responses.stream(
+            model="tiny", input="and?", max_output_tokens=3, previous_response_id=first.id
+        ) as stream:
+            events = list(stream)
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.incomplete"
+    second = events[-1].response
+    assert second.previous_response_id == first.id
+    assert second.usage.input_tokens > first.usage.input_tokens + 4  # the first turn came along
+    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="k", max_retries=0) as sdk:
+        assert sdk.responses.retrieve(second.id).output_text == second.output_text

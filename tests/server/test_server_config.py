@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cortex.server.config import Listen, load_config, parse_bytes
+from cortex.server.config import Listen, config_from_dict, load_config, parse_bytes
 from cortex.server.errors import ConfigError
 from cortex.server.fleet_config import build_fleet
 
@@ -119,3 +119,18 @@ def test_environment_overrides(tmp_path):
 )
 def test_sizes(raw, expected):
     assert parse_bytes(raw) == expected
+
+
+def test_the_responses_store_lives_under_the_state_folder_unless_placed(tmp_path):
+    default = config_from_dict({}, environ={})
+    assert default.responses_store_path() == Path("~/.local/state/cortex/responses.sqlite3").expanduser()
+    assert (default.responses.retention_s, default.responses.max_bytes) == (30 * 86400, 2**30)
+    (tmp_path / "cortex.toml").write_text('[gateway]\nstate_dir = "state"\n[responses]\nmax_bytes = "10MB"\n')
+    placed = load_config(tmp_path / "cortex.toml", environ={})
+    assert placed.responses_store_path() == tmp_path / "state" / "responses.sqlite3"
+    assert placed.responses.max_bytes == 10**7
+    moved = load_config(tmp_path / "cortex.toml", environ={"CORTEX_STATE_DIR": str(tmp_path / "elsewhere")})
+    assert moved.responses_store_path() == tmp_path / "elsewhere" / "responses.sqlite3"
+    (tmp_path / "file.toml").write_text('[responses]\npath = "db/r.sqlite3"\nretention_s = 0\n')
+    exact = load_config(tmp_path / "file.toml", environ={})
+    assert (exact.responses_store_path(), exact.responses.retention_s) == (tmp_path / "db" / "r.sqlite3", 0)

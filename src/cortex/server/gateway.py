@@ -3,7 +3,9 @@
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (OpenAI), ``POST /v1/messages``,
 ``POST /v1/messages/count_tokens`` (Anthropic; ``?beta=true`` accepted), ``GET /v1/models`` (Anthropic
 shape for Anthropic callers), ``GET /health``, ``GET|HEAD /`` (status page), ``GET /status`` (JSON),
-``GET /explain?model=M`` (where the next request for M would go, and why).
+``GET /explain?model=M`` (where the next request for M would go, and why), and the OpenAI Responses
+API with its durable store (:mod:`cortex.server.responses_api`): ``POST /v1/responses``,
+``GET`` / ``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``.
 Metrics are served by a separate app (:func:`create_metrics_app`) on their own listener.
 The request path itself is :mod:`cortex.server.relay`: a relay of bytes in the caller's dialect.
 
@@ -15,10 +17,10 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
-from litestar import Litestar, Request, Response, get, head, post
-from litestar.params import FromQuery
+from litestar import Litestar, Request, Response, delete, get, head, post
+from litestar.params import FromPath, FromQuery
 
 from cortex.fleet import Fleet, UpstreamError
 from cortex.server.auth import auth_hook, is_authorized
@@ -34,6 +36,8 @@ from cortex.server.metrics import (
     fleet_gauges,
 )
 from cortex.server.relay import BODIES, Relay, upstream_error_response
+from cortex.server.responses_api import ResponsesGateway
+from cortex.server.responses_store import ResponsesStore
 from cortex.server.status import LOCKED_PAGE, status_page
 
 PUBLIC_PATHS = frozenset({"/", "/health"})
@@ -77,6 +81,37 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
 @post("/v1/messages/count_tokens", status_code=200, dependencies=body_schema(BODIES["count_tokens"]))
 async def count_tokens(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _relay(request).count_tokens(request)
+
+
+def _responses(request: Request[Any, Any, Any]) -> ResponsesGateway:
+    responses: ResponsesGateway = request.app.state.responses
+    return responses
+
+
+@post("/v1/responses", status_code=200, dependencies=body_schema(BODIES["responses"]))
+async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _responses(request).create(request)
+
+
+@get("/v1/responses/{response_id:str}")
+async def retrieve_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> dict[str, Any]:
+    return await _responses(request).retrieve(response_id)
+
+
+@get("/v1/responses/{response_id:str}/input_items")
+async def response_input_items(
+    request: Request[Any, Any, Any],
+    response_id: FromPath[str],
+    after: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 20,
+    order: FromQuery[Literal["asc", "desc"]] = "desc",
+) -> dict[str, Any]:
+    return await _responses(request).input_items(response_id, after=after, limit=limit, order=order)
+
+
+@delete("/v1/responses/{response_id:str}", status_code=200)
+async def delete_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> dict[str, Any]:
+    return await _responses(request).delete(response_id)
 
 
 @get("/v1/models")
@@ -134,10 +169,19 @@ def create_app(
     metrics = metrics or ServerMetrics()
     metrics.registry.register(FunctionCollector(lambda: fleet_gauges(the_fleet.status())))
 
+    store = ResponsesStore(
+        config.responses_store_path(),
+        retention_s=config.responses.retention_s or None,
+        max_bytes=config.responses.max_bytes or None,
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        async with the_fleet:
-            yield
+        try:
+            async with the_fleet:
+                yield
+        finally:
+            await store.close()
 
     app = Litestar(
         [
@@ -145,6 +189,10 @@ def create_app(
             completions,
             messages,
             count_tokens,
+            create_response,
+            retrieve_response,
+            response_input_items,
+            delete_response,
             v1_models,
             health,
             status,
@@ -157,7 +205,9 @@ def create_app(
         lifespan=[lifespan],
         request_max_body_size=config.gateway.max_body_bytes,
     )
-    app.state.relay = Relay(the_fleet, metrics, config.gateway.keepalive_s)
+    relay = Relay(the_fleet, metrics, config.gateway.keepalive_s)
+    app.state.relay = relay
+    app.state.responses = ResponsesGateway(relay, store)
     app.state.metrics = metrics
     app.state.fleet = the_fleet
     app.state.api_keys = config.auth.api_keys

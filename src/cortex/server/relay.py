@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from litestar import Request, Response
@@ -37,12 +37,27 @@ from cortex.server.edge import OFF_LOOP_BYTES, Dialect, error_body, parse_body
 from cortex.server.metrics import UNKNOWN_MODEL, RequestMeter, ServerMetrics
 from cortex.server.relay_events import StreamScanner
 from cortex.server.token_counter import TokenCounter
-from cortex.server.wire.bodies import ChatCompletionBody, CompletionBody, CountTokensBody, MessagesBody
+from cortex.server.wire.bodies import (
+    ChatCompletionBody,
+    CompletionBody,
+    CountTokensBody,
+    MessagesBody,
+    ResponsesBody,
+)
 from cortex.server.wire.fields import field as field_of
 from cortex.translate.anthropic_stream import AnthropicStreamBuilder
 from cortex.translate.usage import anthropic_usage_to_openai
 
 Build = Callable[[NeuronKind, str], tuple[str, bytes]]
+
+
+class Scanner(Protocol):
+    """What :meth:`Relay.stream` reads of a stream's scanner for the metrics."""
+
+    first_output_at: float | None
+    usage: dict[str, Any] | None
+
+
 _HOP_HEADERS = ("retry-after",)  # what of a neuron's error answer reaches the caller besides its body
 
 
@@ -65,6 +80,7 @@ BODIES: dict[str, type[BaseModel]] = {
     "completions": CompletionBody,
     "messages": MessagesBody,
     "count_tokens": CountTokensBody,
+    "responses": ResponsesBody,
 }
 
 
@@ -81,7 +97,7 @@ class Relay:
         except FleetError:
             return UNKNOWN_MODEL
 
-    async def _begin(
+    async def begin(
         self, request: Request[Any, Any, Any], endpoint: str, raw: bytes
     ) -> tuple[dict[str, Any], RequestMeter]:
         model = BODIES[endpoint]  # the edge's typed body, checked before anything is routed
@@ -96,7 +112,7 @@ class Relay:
     async def relay(self, request: Request[Any, Any, Any], path: str, endpoint: str) -> Response[Any]:
         """``/v1/chat/completions``, ``/v1/completions`` (OpenAI) or ``/v1/messages`` (Anthropic)."""
         raw = await request.body()
-        body, meter = await self._begin(request, endpoint, raw)
+        body, meter = await self.begin(request, endpoint, raw)
         dialect: Dialect = "anthropic" if endpoint == "messages" else "openai"
         stream = body.get("stream") is True
         wants_usage = _wants_usage(body)
@@ -107,33 +123,41 @@ class Relay:
                 meter.routed(upstream.neuron)
                 data = await upstream.read()
             return self._whole(dialect, upstream, data, body["model"], meter)
-        opening = asyncio.ensure_future(self.fleet.open(body["model"], build, affinity_key=key))
-        await asyncio.wait({opening}, timeout=self.keepalive_s)
-        if opening.done():
-            upstream = opening.result()  # routing failures and error answers raise here, as HTTP errors
-            if upstream.status != 200:
-                async with upstream:
-                    return self._whole(dialect, upstream, await upstream.read(), body["model"], meter)
+        opening = await self.open_stream(body["model"], build, affinity_key=key)
+        if opening.done() and (upstream := opening.result()).status != 200:
+            async with upstream:
+                return self._whole(dialect, upstream, await upstream.read(), body["model"], meter)
         profile = self.fleet.profile(meter.model)
 
         def prompt_tokens() -> int | None:
             return self.tokens.count_anthropic(profile, body) if self.tokens.can_count(profile) else None
 
-        events = self._events(
-            dialect,
-            opening,
-            meter,
-            requested=body["model"],
-            wants_usage=wants_usage,
-            prompt_tokens=prompt_tokens,
-        )
+        scanner = StreamScanner(dialect, drop_usage_chunk=not wants_usage, model=body["model"])
+
+        def passes(upstream: FleetUpstream) -> AsyncIterator[bytes]:
+            if dialect == "anthropic" and upstream.kind == "openai":
+                return self._translated(upstream, scanner, body["model"], prompt_tokens)
+            return self._bytes(upstream, scanner)
+
+        events = self.stream(opening, meter, error_dialect=dialect, scanner=scanner, passes=passes)
         return Stream(events, media_type="text/event-stream", headers=sse.HEADERS)
+
+    async def open_stream(
+        self, model: str, build: Build, *, affinity_key: str | None
+    ) -> asyncio.Future[FleetUpstream]:
+        """Route and send a streamed request, waiting up to ``keepalive_s`` for the answer to start, so
+        that routing failures still raise here, as HTTP errors; a later answer is the future's."""
+        opening = asyncio.ensure_future(self.fleet.open(model, build, affinity_key=affinity_key))
+        await asyncio.wait({opening}, timeout=self.keepalive_s)
+        if opening.done():
+            opening.result()
+        return opening
 
     async def count_tokens(self, request: Request[Any, Any, Any]) -> Response[Any]:
         """Counted by a neuron that holds or could load the model (nothing is loaded for it), or by the
         gateway itself with the profile's tokenizer."""
         raw = await request.body()
-        body, meter = await self._begin(request, "count_tokens", raw)
+        body, meter = await self.begin(request, "count_tokens", raw)
         profile = self.fleet.profile(meter.model)
         if self.tokens.can_count(profile):
             meter.routed("")
@@ -149,7 +173,7 @@ class Relay:
             data = await upstream.read()
         meter.finished(None)
         if upstream.status != 200:
-            raise _upstream_error(upstream, data)
+            raise upstream_error(upstream, data)
         return Response(data, media_type="application/json")
 
     def _anthropic_build(self, body: dict[str, Any], raw: bytes) -> Build:
@@ -186,7 +210,7 @@ class Relay:
     ) -> Response[Any]:
         if upstream.status != 200:
             meter.finished(None)
-            raise _upstream_error(upstream, data)
+            raise upstream_error(upstream, data)
         answer = msgspec.json.decode(data)
         if dialect == "openai":
             meter.finished(answer.get("usage") if isinstance(answer, dict) else None)
@@ -200,17 +224,18 @@ class Relay:
         message["model"] = requested
         return Response(msgspec.json.encode(message), media_type="application/json")
 
-    async def _events(
+    async def stream(
         self,
-        dialect: Dialect,
         opening: asyncio.Future[FleetUpstream],
         meter: RequestMeter,
         *,
-        requested: str,
-        wants_usage: bool,
-        prompt_tokens: Callable[[], int | None],
+        error_dialect: Dialect,
+        scanner: Scanner,
+        passes: Callable[[FleetUpstream], AsyncIterator[bytes]],
     ) -> AsyncIterator[bytes]:
-        scanner = StreamScanner(dialect, drop_usage_chunk=not wants_usage, model=requested)
+        """A streamed answer to the caller: keep-alives while the request is routed (a cold load),
+        then what ``passes`` makes of the upstream; a failure from here on is an error event in
+        ``error_dialect``. ``scanner`` has what the metrics need once the stream ends."""
         try:
             while not opening.done():
                 await asyncio.wait({opening}, timeout=self.keepalive_s)
@@ -219,7 +244,7 @@ class Relay:
             upstream = opening.result()
         except (FleetError, InvalidRequestError) as error:
             meter.failed("stream_error")
-            yield sse.error_event(dialect, error)
+            yield sse.error_event(error_dialect, error)
             return
         except BaseException:  # the caller left while the request was being routed
             opening.cancel()
@@ -229,23 +254,19 @@ class Relay:
         async with upstream:
             meter.start_stream()
             if upstream.status != 200:
-                yield sse.error_event(dialect, _upstream_error(upstream, await upstream.read()))
+                yield sse.error_event(error_dialect, upstream_error(upstream, await upstream.read()))
                 return
-            translated = dialect == "anthropic" and upstream.kind == "openai"
-            relay = self._translated if translated else self._bytes
             try:
-                async for data in relay(upstream, scanner, requested, prompt_tokens):
+                async for data in passes(upstream):
                     yield data
             except (FleetError, InvalidRequestError) as error:
                 meter.failed("stream_error")
-                yield sse.error_event(dialect, error)
+                yield sse.error_event(error_dialect, error)
             finally:
                 meter.first_output_at = scanner.first_output_at
                 meter.finished(scanner.usage)
 
-    async def _bytes(
-        self, upstream: FleetUpstream, scanner: StreamScanner, *_: object
-    ) -> AsyncIterator[bytes]:
+    async def _bytes(self, upstream: FleetUpstream, scanner: StreamScanner) -> AsyncIterator[bytes]:
         async for data in sse.with_keepalive(upstream.read_chunk, self.keepalive_s):
             if isinstance(data, sse.KeepAlive):
                 yield sse.ANTHROPIC_PING if scanner.started else sse.KEEPALIVE_COMMENT
@@ -305,7 +326,7 @@ def _openai_build(body: dict[str, Any], raw: bytes, path: str) -> Build:
     return build
 
 
-def _upstream_error(upstream: FleetUpstream, data: bytes) -> UpstreamError:
+def upstream_error(upstream: FleetUpstream, data: bytes) -> UpstreamError:
     retry_after = next((upstream.headers[h] for h in _HOP_HEADERS if h in upstream.headers), None)
     try:
         body: Any = msgspec.json.decode(data)

@@ -41,8 +41,8 @@ class StreamScanner:
     def feed(self, data: bytes) -> bytes:
         """The complete events of ``pending + data``, to pass on."""
         data = self._pending + data
-        end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4)
-        if end < 2:
+        end = complete_end(data)
+        if not end:
             self._pending = data
             return b""
         complete, self._pending = data[:end], data[end:]
@@ -115,3 +115,9 @@ def _decode(data: bytes) -> Any:
         return msgspec.json.decode(data.strip())
     except msgspec.DecodeError:
         return None
+
+
+def complete_end(data: bytes) -> int:
+    """Where the last complete event of ``data`` ends (after its blank line); 0 if none has."""
+    ends = [cut + len(boundary) for boundary in (b"\n\n", b"\r\n\r\n") if (cut := data.rfind(boundary)) >= 0]
+    return max(ends, default=0)
