@@ -9,26 +9,27 @@ scripts/setup-env.sh test
 venv="${CORTEX_VENV:-$repo/.venv}"
 bin="$venv/bin"
 
-# Optional: the real Claude Code CLI, for the test that drives `claude -p` against the gateway.
-# Where npm is missing or the install fails, that one test skips.
-claude_version="2.1.332"
-claude_prefix="$venv/claude-code-$claude_version"
-if [ ! -x "$claude_prefix/node_modules/.bin/claude" ] && command -v npm >/dev/null 2>&1; then
-  echo "== installing @anthropic-ai/claude-code@$claude_version (optional)"
-  timeout 300 npm install --silent --no-audit --no-fund --prefix "$claude_prefix" \
-    "@anthropic-ai/claude-code@$claude_version" >/dev/null 2>&1 || echo "   not installed: its test will skip"
-fi
-[ -x "$claude_prefix/node_modules/.bin/claude" ] && export PATH="$claude_prefix/node_modules/.bin:$PATH"
-
-# Optional too: the real Codex CLI, for the test that drives `codex exec` against the gateway.
-codex_version="0.171.0"
-codex_prefix="$venv/codex-$codex_version"
-if [ ! -x "$codex_prefix/node_modules/.bin/codex" ] && command -v npm >/dev/null 2>&1; then
-  echo "== installing @openai/codex@$codex_version (optional)"
-  timeout 300 npm install --silent --no-audit --no-fund --prefix "$codex_prefix" \
-    "@openai/codex@$codex_version" >/dev/null 2>&1 || echo "   not installed: its test will skip"
-fi
-[ -x "$codex_prefix/node_modules/.bin/codex" ] && export PATH="$codex_prefix/node_modules/.bin:$PATH"
+# Optional: the real Claude Code and Codex CLIs, for the tests that drive `claude -p` and `codex exec`
+# against the gateway. Where npm exists they install side by side (300 s at most for both, ~15 s on a
+# good link); where npm is missing, slow or an install fails, their tests skip and CI carries on.
+claude_prefix="$venv/claude-code-2.1.332"
+codex_prefix="$venv/codex-0.171.0"
+install_cli() {  # prefix binary package@version
+  if [ ! -x "$1/node_modules/.bin/$2" ] && command -v npm >/dev/null 2>&1; then
+    echo "== installing $3 (optional)"
+    if ! timeout 300 npm install --silent --no-audit --no-fund --prefix "$1" "$3" >/dev/null 2>&1; then
+      rm -rf "$1"  # nothing half-installed is left for a test to find
+      echo "   $3 not installed: its test will skip"
+    fi
+  fi
+}
+install_cli "$claude_prefix" claude @anthropic-ai/claude-code@2.1.332 &
+install_cli "$codex_prefix" codex @openai/codex@0.171.0 &
+wait
+for bin_dir in "$claude_prefix/node_modules/.bin" "$codex_prefix/node_modules/.bin"; do
+  if [ -d "$bin_dir" ]; then PATH="$bin_dir:$PATH"; fi
+done
+export PATH
 
 echo "== ruff check"; "$bin/ruff" check .
 echo "== ruff format --check"; "$bin/ruff" format --check .
