@@ -5,7 +5,9 @@ channels, see ``triton_common.ragged_block``) computes ``silu(sum_j w[:, j] * x[
 in float32, reading positions before the sequence's start from its slot's history (or zeros); then
 ``_conv_history_kernel`` (one program per sequence x BD channels) writes each slot's new history. The
 split keeps a sequence's later blocks from overwriting the history its first block still has to read.
-Decode is one in-place launch, ``_conv_decode_kernel``. Checked against the references.
+Decode is one in-place launch, ``_conv_decode_kernel``, one program per sequence x BD channels: the
+history in registers, ``num_tokens`` tokens in turn, the history after each stored to that token's slot
+(one token and its own slot for ``causal_conv1d_decode``). Checked against the references.
 """
 
 from __future__ import annotations
@@ -116,7 +118,9 @@ def _conv_decode_kernel(
     weight,
     conv_state,
     y,
-    state_slots,
+    initial_state_slots,
+    token_state_slots,
+    num_tokens,
     stride_x,
     stride_y,
     dim,
@@ -124,23 +128,30 @@ def _conv_decode_kernel(
     WP: tl.constexpr,
     BD: tl.constexpr,
 ) -> None:
-    # x, y: [num_seqs, dim]; one token per sequence, its slot's history shifted by one in place
+    # x, y: [num_seqs * num_tokens, dim], sequence-major; initial_state_slots: [num_seqs];
+    # token_state_slots: [num_seqs, num_tokens]. The history h [BD, WP] stays in float32 registers
+    # (exact: it holds model-dtype inputs) and is stored after each token
     i_n = tl.program_id(0)
     cols = tl.program_id(1) * BD + tl.arange(0, BD)
     m_cols = cols < dim
     p = tl.arange(0, WP)
     m = m_cols[:, None] & (p < W - 1)[None, :]
-    slot = tl.load(state_slots + i_n).to(tl.int64)
-    history = conv_state + slot * dim * (W - 1) + cols[:, None] * (W - 1)
-    b_h = tl.load(history + p[None, :], mask=m, other=0.0)  # [BD, WP]
-    b_x = tl.load(x + i_n * stride_x + cols, mask=m_cols, other=0.0)
+    tile = cols[:, None] * (W - 1) + p[None, :]
+    slot = tl.load(initial_state_slots + i_n).to(tl.int64)
+    h = tl.load(conv_state + slot * dim * (W - 1) + tile, mask=m, other=0.0).to(tl.float32)
     w_h = tl.load(weight + cols[:, None] * W + p[None, :], mask=m, other=0.0).to(tl.float32)
     w_x = tl.load(weight + cols * W + W - 1, mask=m_cols, other=0.0).to(tl.float32)
-    acc = tl.reduce(b_h.to(tl.float32) * w_h, 1, SUM) + b_x.to(tl.float32) * w_x
-    tl.store(y + i_n * stride_y + cols, (acc / (1.0 + tl.exp(-acc))).to(y.dtype.element_ty), mask=m_cols)
-    shifted = tl.load(history + p[None, :] + 1, mask=m & (p < W - 2)[None, :], other=0.0)
-    shifted = tl.where((p == W - 2)[None, :], b_x[:, None].to(conv_state.dtype.element_ty), shifted)
-    tl.store(history + p[None, :], shifted, mask=m)
+    # shift[q, p] = (q == p + 1): sum_q h[:, q] shift[q, p] = h[:, p + 1], the history moved one step
+    shift = (p[:, None] == p[None, :] + 1).to(tl.float32)
+    newest = (p == W - 2)[None, :]
+    for t in range(num_tokens):
+        row = (i_n * num_tokens + t).to(tl.int64)
+        b_x = tl.load(x + row * stride_x + cols, mask=m_cols, other=0.0).to(tl.float32)
+        acc = tl.reduce(h * w_h, 1, SUM) + b_x * w_x
+        tl.store(y + row * stride_y + cols, (acc / (1.0 + tl.exp(-acc))).to(y.dtype.element_ty), mask=m_cols)
+        h = tl.where(newest, b_x[:, None], tl.reduce(h[:, :, None] * shift[None, :, :], 1, SUM))
+        out_slot = tl.load(token_state_slots + i_n * num_tokens + t).to(tl.int64)
+        tl.store(conv_state + out_slot * dim * (W - 1) + tile, h.to(conv_state.dtype.element_ty), mask=m)
 
 
 def _history_width(kernel: int) -> int:
@@ -193,18 +204,23 @@ def causal_conv1d_decode_launch(
     weight: torch.Tensor,
     conv_state: torch.Tensor,
     *,
-    state_slots: torch.Tensor,
+    initial_state_slots: torch.Tensor,
+    token_state_slots: torch.Tensor,
     out: torch.Tensor,
 ) -> KernelLaunch:
-    """The launch of ``causal_conv1d.causal_conv1d_decode``, writing ``out: [num_seqs, conv_dim]``."""
-    num_seqs, dim = x.shape
+    """The launch of ``causal_conv1d.causal_conv1d_decode_multi`` (and, with one token per sequence, of
+    ``causal_conv1d_decode``), writing ``out: [num_seqs * num_tokens, conv_dim]``."""
+    dim = x.shape[1]
     kernel = weight.shape[1]
+    num_seqs, num_tokens = token_state_slots.shape
     x, weight = row_major(x), weight.contiguous()
     return KernelLaunch(
         _conv_decode_kernel,
-        grid=(num_seqs, triton.cdiv(dim, BLOCK_CHANNELS)),
+        grid=(num_seqs if num_tokens else 0, triton.cdiv(dim, BLOCK_CHANNELS)),
         args={
-            "x": x, "weight": weight, "conv_state": conv_state, "y": out, "state_slots": state_slots,
+            "x": x, "weight": weight, "conv_state": conv_state, "y": out,
+            "initial_state_slots": initial_state_slots,
+            "token_state_slots": token_state_slots.contiguous(), "num_tokens": num_tokens,
             "stride_x": x.stride(0), "stride_y": out.stride(0), "dim": dim,
         },
         constexprs={"W": kernel, "WP": _history_width(kernel), "BD": BLOCK_CHANNELS},
@@ -214,7 +230,7 @@ def causal_conv1d_decode_launch(
 
 
 def compile_specs(shape: ModelShape) -> list[CompileSpec]:
-    """A 4096-token prefill of 32 sequences, and a decode of 32."""
+    """A 4096-token prefill of 32 sequences, a decode of 32 and a 4-token verify of 8."""
     dim = shape.conv_dim
     weight = meta(dim, shape.conv_kernel, dtype=shape.dtype)
     conv_state = meta(64, dim, shape.conv_kernel - 1, dtype=shape.dtype)
@@ -226,11 +242,12 @@ def compile_specs(shape: ModelShape) -> list[CompileSpec]:
         "has_initial_state": meta(num_seqs, dtype=torch.bool),
     }
     conv, history = causal_conv1d_prefill_launches(x, weight, conv_state, **ragged, out=x.new_empty(x.shape))
-    decode = causal_conv1d_decode_launch(
-        x[:num_seqs], weight, conv_state, state_slots=ragged["state_slots"], out=x.new_empty(num_seqs, dim)
-    )
-    return [
-        CompileSpec.of("causal_conv1d_prefill", conv),
-        CompileSpec.of("causal_conv1d_history", history),
-        CompileSpec.of("causal_conv1d_decode", decode),
-    ]
+    specs = [CompileSpec.of("causal_conv1d_prefill", conv), CompileSpec.of("causal_conv1d_history", history)]
+    for seqs, tokens in ((num_seqs, 1), (8, 4)):
+        rows = seqs * tokens
+        decode = causal_conv1d_decode_launch(
+            x[:rows], weight, conv_state, initial_state_slots=meta(seqs, dtype=torch.int64),
+            token_state_slots=meta(seqs, tokens, dtype=torch.int64), out=x.new_empty(rows, dim),
+        )  # fmt: skip
+        specs.append(CompileSpec.of("causal_conv1d_decode", decode))
+    return specs
