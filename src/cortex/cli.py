@@ -180,6 +180,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def _make_model(args: argparse.Namespace) -> int:
     from cortex.engine.checkpoint import make_model
+    from cortex.server.serve import configure_logging
+
+    configure_logging()  # progress: a line on a terminal, else log lines every 10 s
 
     path = make_model(
         args.path,

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cortex.engine.outputs import ChatDelta, StreamDelta, Usage
+from cortex.engine.progress import Progress, ProgressCallback
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.stats import EngineStats
 from cortex.server.config import NeuronConfig
@@ -55,8 +57,8 @@ class ByteTokenizer:
 
 def write_fake_model(root: Path, name: str, **script: Any) -> Path:
     """A model folder the FakeLoader understands. Script keys: reply, reasoning, tool_call (name, args),
-    memory_bytes, max_model_len, load_delay_s, prefill_delay_s, token_delay_s, fail_load, fail_after
-    (the stream raises after that many characters)."""
+    memory_bytes, max_model_len, load_delay_s, load_steps, prefill_delay_s, token_delay_s, fail_load,
+    fail_after (the stream raises after that many characters)."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "fake", "fake": script}))
@@ -189,6 +191,7 @@ class FakeLoader:
     def __init__(self) -> None:
         self.engines: dict[str, FakeEngine] = {}
         self.load_calls: list[str] = []
+        self.load_gate: threading.Event | None = None
 
     @staticmethod
     def _script(path: Path) -> dict[str, Any]:
@@ -205,14 +208,29 @@ class FakeLoader:
     def tokenizer(self, path: Path) -> ByteTokenizer:
         return ByteTokenizer()
 
-    def load(self, path: Path) -> FakeEngine:
+    def load(self, path: Path, progress: ProgressCallback) -> FakeEngine:
+        """Reads ``load_steps`` (default 4) tensors of 1000 bytes, ``load_delay_s`` in all; a
+        ``load_gate`` (a ``threading.Event``, set by the test on ``self``) holds the load halfway."""
         self.load_calls.append(path.name)
         script = self._script(path)
-        time.sleep(float(script.get("load_delay_s", 0.0)))
+        num_steps = int(script.get("load_steps", 4))
+        job = Progress(
+            f"loading {path.name}",
+            bytes_total=1000 * num_steps,
+            tensors_total=num_steps,
+            callbacks=[progress],
+        )
+        job.start()
+        for step in range(num_steps):
+            if step == num_steps // 2 and self.load_gate is not None:
+                self.load_gate.wait(timeout=30)
+            time.sleep(float(script.get("load_delay_s", 0.0)) / num_steps)
+            job.advance(1000)
         if script.get("fail_load"):
             raise RuntimeError("scripted load failure")
         engine = FakeEngine(script)
         self.engines[path.name] = engine
+        job.finish()
         return engine
 
 

@@ -5,6 +5,7 @@ auth, bad input and metrics."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from server_live import LiveServer
 
 from cortex.server.config import config_from_dict
 from cortex.server.gateway import create_app, create_metrics_app
+from cortex.server.status import render_status
 
 WEATHER_TOOL = {
     "type": "function",
@@ -423,6 +425,46 @@ def test_a_neuron_dying_mid_stream_ends_the_stream_with_an_error_event(cluster):
     assert error["type"] == "error"
     assert error["error"]["message"]
     assert cluster.fleet.status().counters["stream_errors"] == 1
+
+
+def test_status_page_and_status_show_a_cold_load_moving(cluster):
+    """The gateway learns a load's progress through its poll of the neuron's /health."""
+    for loader in cluster.loaders.values():
+        loader.load_gate = threading.Event()
+    body = {"model": "cold", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}
+    request = threading.Thread(
+        target=httpx.post,
+        args=(f"{cluster.gateway.url}/v1/chat/completions",),
+        kwargs={"json": body, "timeout": 30},
+    )
+    request.start()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            status = httpx.get(f"{cluster.gateway.url}/status").json()
+            loading = [(n["name"], m) for n in status["neurons"] for m in n["models"] if m["id"] == "cold"]
+            if loading and loading[0][1]["load_progress"] == 0.5:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        neuron, entry = loading[0]
+        assert entry["status"] == "loading"
+        page = httpx.get(f"{cluster.gateway.url}/").text
+        assert "cold (loading 50%)" in page
+        assert neuron in page
+        assert "cold (loading 50%)" in render_status(status)
+    finally:
+        for loader in cluster.loaders.values():
+            loader.load_gate.set()
+        request.join(timeout=30)
+    deadline = time.monotonic() + 20
+    while True:
+        models = [m for n in cluster.fleet.status().neurons for m in n.models if m.id == "cold"]
+        if [m.status for m in models] == ["loaded"]:
+            break
+        assert time.monotonic() < deadline, models
+        time.sleep(0.05)
+    assert models[0].load_progress is None
 
 
 def test_cold_load_and_long_prefill_send_keepalives_then_pings(cluster):

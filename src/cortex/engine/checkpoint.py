@@ -11,6 +11,9 @@ cortex's own model built on the meta device.
 Presets (``PRESETS``): ``tiny`` (hidden 64, 4 layers, vocab 512), ``small`` (hidden 256, 8 layers,
 vocab 4096) and ``0.8b`` (Qwen3.5-0.8B's shape: hidden 1024, 24 layers, vocab 248320; for ``qwen3`` the
 Qwen3-0.6B shape; the MoE archs use the 0.8B trunk with 32 experts, which is not a published model).
+
+Tensors are made and written one at a time (``SafetensorsWriter``), so memory holds one tensor, and
+each one written advances the job's progress (``cortex.engine.progress``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from cortex.engine.config import ModelConfig
 from cortex.engine.models.causal_lm import CausalLM
+from cortex.engine.progress import Progress, ProgressCallback, ProgressReporter
+from cortex.engine.safetensors_file import SafetensorsWriter
 from cortex.errors import InvalidRequestError
 
 ARCHS = ("qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen3")
@@ -186,8 +190,13 @@ def make_model(
     dtype: str = "float32",
     vocab_size: int | None = None,
     max_shard_bytes: int = 2 << 30,
+    progress: ProgressCallback | None = None,
 ) -> Path:
-    """Write a random-weight ``arch`` checkpoint of ``preset`` size into ``path`` (created if needed)."""
+    """Write a random-weight ``arch`` checkpoint of ``preset`` size into ``path`` (created if needed).
+
+    ``progress`` is called with a ``ProgressSnapshot`` at the start, after each tensor written and at
+    the end (None: a ``ProgressReporter``, which shows it on a terminal or logs it).
+    """
     if dtype not in ("float32", "bfloat16", "float16"):
         raise InvalidRequestError(f"dtype must be float32, bfloat16 or float16, not {dtype!r}", param="dtype")
     config = hf_config(arch, preset, vocab_size=vocab_size, dtype=dtype)
@@ -207,26 +216,59 @@ def make_model(
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
     model_config = ModelConfig.from_dicts(config, generation)
     torch_dtype = getattr(torch, dtype)
+    itemsize = torch.empty((), dtype=torch_dtype).element_size()
+    shards = _plan_shards(list(hf_tensor_shapes(model_config)), itemsize, max_shard_bytes)
+    names = _shard_names(len(shards))
+    tracker = Progress(
+        f"writing {folder.name}",
+        bytes_total=sum(math.prod(shape) * itemsize for shard in shards for _, shape in shard),
+        tensors_total=sum(len(shard) for shard in shards),
+        callbacks=(progress or ProgressReporter(),),
+    )
+    tracker.start()
     generator = torch.Generator().manual_seed(seed)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    shard_bytes = 0
-    for name, shape in hf_tensor_shapes(model_config):
-        tensor = _random_tensor(
-            name,
-            shape,
-            generator,
-            zero_centred=model_config.norm_zero_centred,
-            std=0.5 * model_config.hidden_size**-0.5,
-        )
-        tensor = tensor.to(torch_dtype)
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and shard_bytes + nbytes > max_shard_bytes:
-            shards.append({})
-            shard_bytes = 0
-        shards[-1][name] = tensor
-        shard_bytes += nbytes
-    _write_shards(folder, shards)
+    for filename, shard in zip(names, shards, strict=True):
+        declared = [(name, shape, torch_dtype) for name, shape in shard]
+        with SafetensorsWriter(folder / filename, declared, metadata={"format": "pt"}) as writer:
+            for name, shape in shard:
+                tensor = _random_tensor(
+                    name,
+                    shape,
+                    generator,
+                    zero_centred=model_config.norm_zero_centred,
+                    std=0.5 * model_config.hidden_size**-0.5,
+                ).to(torch_dtype)
+                writer.write(name, tensor)
+                tracker.advance(tensor.numel() * itemsize)
+    if len(shards) > 1:
+        weight_map = {name: file for file, shard in zip(names, shards, strict=True) for name, _ in shard}
+        index = {"metadata": {"total_size": tracker.bytes_total}, "weight_map": weight_map}
+        index_file = folder / "model.safetensors.index.json"
+        index_file.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    tracker.finish()
     return folder
+
+
+def _plan_shards(
+    tensors: list[tuple[str, tuple[int, ...]]], itemsize: int, max_shard_bytes: int
+) -> list[list[tuple[str, tuple[int, ...]]]]:
+    """Consecutive tensors grouped into shards of at most ``max_shard_bytes`` (a bigger tensor alone)."""
+    shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    shard_bytes = 0
+    for name, shape in tensors:
+        num_bytes = math.prod(shape) * itemsize
+        if shards[-1] and shard_bytes + num_bytes > max_shard_bytes:
+            shards.append([])
+            shard_bytes = 0
+        shards[-1].append((name, shape))
+        shard_bytes += num_bytes
+    return shards
+
+
+def _shard_names(num_shards: int) -> list[str]:
+    if num_shards == 1:
+        return ["model.safetensors"]
+    return [f"model-{i:05d}-of-{num_shards:05d}.safetensors" for i in range(1, num_shards + 1)]
 
 
 def hf_tensor_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
@@ -274,23 +316,6 @@ def _random_tensor(
     # std 0.5 / sqrt(hidden_size) (0.0625 for tiny, 0.016 for 0.8b): large enough that a tiny random
     # model's greedy output is not one repeated token
     return torch.randn(shape, generator=generator) * std
-
-
-def _write_shards(folder: Path, shards: list[dict[str, torch.Tensor]]) -> None:
-    metadata = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], folder / "model.safetensors", metadata=metadata)
-        return
-    weight_map: dict[str, str] = {}
-    total = 0
-    for i, shard in enumerate(shards, start=1):
-        filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, folder / filename, metadata=metadata)
-        for name, tensor in shard.items():
-            weight_map[name] = filename
-            total += tensor.numel() * tensor.element_size()
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 def _eos_ids(vocab_size: int) -> list[int]:

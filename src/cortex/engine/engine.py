@@ -45,6 +45,7 @@ from cortex.engine.errors import EngineError
 from cortex.engine.kernels.selection import resolve_kernels
 from cortex.engine.output_processor import OutputCollector, RequestStream, Sink, token_logprobs
 from cortex.engine.outputs import ChatDelta, ChatReply, RequestOutput, StreamDelta
+from cortex.engine.progress import ProgressCallback
 from cortex.engine.quarantine import Quarantine
 from cortex.engine.request import Request
 from cortex.engine.runner import Model, ModelRunner
@@ -192,11 +193,13 @@ class Engine:
         enable_prefix_caching: bool = True,
         snapshot_interval_blocks: int = 64,
         snapshot_memory_fraction: float = 0.2,
+        progress: ProgressCallback | None = None,
     ) -> Engine:
         """Load a Hugging Face model folder (config.json, safetensors, optional tokenizer.json).
 
         ``kernels``: "auto" | "triton" | "ref" (None: ``CORTEX_KERNELS``, else "auto"); see EngineConfig,
-        whose fields the other keyword arguments are.
+        whose fields the other keyword arguments are. ``progress`` receives the weights' loading progress
+        (``cortex.engine.progress``; None: shown on a terminal, else logged every 10 s).
         On the CPU the weights are laid out for this CPU (``cortex.engine.cpu``): a bf16 checkpoint
         computes in bf16 where the CPU has bf16 arithmetic, else in fp32 over the bf16 weights.
         """
@@ -222,7 +225,9 @@ class Engine:
             snapshot_interval_blocks=snapshot_interval_blocks,
             snapshot_memory_fraction=snapshot_memory_fraction,
         )
-        model, model_config = load_model(path, dtype=dtype_name, device=device, kernels=backend)
+        model, model_config = load_model(
+            path, dtype=dtype_name, device=device, kernels=backend, progress=progress
+        )
         if torch.device(device).type == "cpu":
             prepare_cpu_model(model, _torch_dtype(dtype_name))
         return cls(model, model_config, config, tokenizer=Tokenizer.from_folder(path))

@@ -44,7 +44,7 @@ from cortex.fleet.neuron_client import NeuronClient, UpstreamReply, UpstreamResp
 from cortex.fleet.poller import NeuronState, Poller
 from cortex.fleet.profiles import FleetPolicy, ModelProfile, NeuronKind, NeuronSpec
 from cortex.fleet.routing import RouteDecision, route
-from cortex.fleet.status import FleetStatus, NeuronModelStatus, NeuronStatus
+from cortex.fleet.status import FleetStatus, NeuronModelStatus, NeuronStatus, load_fraction
 from cortex.fleet.upstream import FleetUpstream
 
 __all__ = ["Fleet", "FleetResponse"]
@@ -188,6 +188,7 @@ class Fleet:
         neurons = []
         for name, state in self._states.items():
             view = views[name]
+            polled = {self._ledger.canonical(upstream): entry for upstream, entry in state.models.items()}
             neurons.append(
                 NeuronStatus(
                     name=name,
@@ -206,7 +207,13 @@ class Fleet:
                     decode_tokens_per_s=state.decode_tokens_per_s,
                     devices=tuple(state.devices),
                     models=tuple(
-                        NeuronModelStatus(s.model, s.status, s.load, round(now - s.last_used_s, 3))
+                        NeuronModelStatus(
+                            s.model,
+                            s.status,
+                            s.load,
+                            round(now - s.last_used_s, 3),
+                            load_fraction(polled.get(s.model)),
+                        )
                         for s in view.models.values()
                     ),
                 )

@@ -14,17 +14,30 @@ from typing import Any
 from cortex.fleet.catalogue import CatalogueEntry
 from cortex.fleet.snapshot import ModelStatus
 
-__all__ = ["FleetStatus", "NeuronModelStatus", "NeuronStatus"]
+__all__ = ["FleetStatus", "NeuronModelStatus", "NeuronStatus", "load_fraction"]
 
 
 @dataclass(frozen=True)
 class NeuronModelStatus:
-    """One model on one neuron: its status, load (in flight + queued) and seconds since last use."""
+    """One model on one neuron: its status, load (in flight + queued), seconds since last use and,
+    while it loads, the fraction of its weights read (from the neuron's ``/health``; None if unknown)."""
 
     id: str
     status: ModelStatus
     load: int
     idle_s: float
+    load_progress: float | None = None
+
+
+def load_fraction(entry: Mapping[str, Any] | None) -> float | None:
+    """The fraction done of a loading model, from its polled ``/health`` entry (``load_progress``)."""
+    if entry is None or entry.get("status") != "loading":
+        return None
+    progress = entry.get("load_progress")
+    fraction = progress.get("fraction") if isinstance(progress, Mapping) else None
+    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
+        return None
+    return min(max(float(fraction), 0.0), 1.0)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cortex.engine.progress import ProgressCallback
 from cortex.server.served_engine import ModelFacts, ServedEngine
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class TorchEngineLoader:
 
         return Tokenizer.from_folder(path)
 
-    def load(self, path: Path) -> ServedEngine:
+    def load(self, path: Path, progress: ProgressCallback) -> ServedEngine:
         from cortex.engine.engine import Engine
 
         return Engine.from_pretrained(
@@ -63,6 +64,7 @@ class TorchEngineLoader:
             enable_prefix_caching=self.enable_prefix_caching,
             snapshot_interval_blocks=self.snapshot_interval_blocks,
             snapshot_memory_fraction=self.snapshot_memory_fraction,
+            progress=progress,
         )
 
     @property

@@ -5,7 +5,8 @@ operator listed in ``[[neuron.catalogue]]``). Ids are validated before any path 
 separators, no ``..``, nothing absolute, and the resolved folder (symlinks followed) must still lie
 inside its root, so a request can never make the neuron read an arbitrary path.
 
-Loads are single-flight per model: concurrent ``load`` calls share one task. A load that would push
+Loads are single-flight per model: concurrent ``load`` calls share one task, whose progress (bytes
+and tensors read, rate, time left) is kept for ``/health`` and logged. A load that would push
 the estimated memory of loaded models past the budget is refused (507); the neuron never evicts on
 its own (the fleet decides). Unload refuses (409) while requests run unless forced.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cortex.engine.progress import ProgressReporter, ProgressSnapshot
 from cortex.server.admission import Admission
 from cortex.server.config import NeuronConfig
 from cortex.server.errors import (
@@ -61,6 +63,7 @@ class HostedModel:
     engine: ServedEngine | None = None
     error: str | None = None
     loaded_at: float = 0.0
+    load_progress: ProgressSnapshot | None = None  # the latest, while loading (set by the loading thread)
 
     @property
     def id(self) -> str:
@@ -91,6 +94,8 @@ class HostedModel:
                 "snapshots_used": int(stats["prefix_cache_snapshots_used"]),
                 "snapshots_total": int(stats["prefix_cache_snapshots_total"]),
             }
+        if self.status == "loading" and self.load_progress is not None:
+            entry["load_progress"] = self.load_progress.as_dict()
         if self.error:
             entry["error"] = self.error
         return entry
@@ -256,8 +261,14 @@ class ModelStore:
         hosted = HostedModel(model=model, admission=admission)
         self._hosted[model.id] = hosted
         started = time.monotonic()
+        report = ProgressReporter()
+
+        def progress(snapshot: ProgressSnapshot) -> None:
+            hosted.load_progress = snapshot
+            report(snapshot)
+
         try:
-            hosted.engine = await asyncio.to_thread(self.loader.load, model.path)
+            hosted.engine = await asyncio.to_thread(self.loader.load, model.path, progress)
         except Exception as error:
             hosted.status, hosted.error = "failed", f"{type(error).__name__}: {error}"
             raise ModelLoadFailedError(f"loading model {model.id!r} failed: {hosted.error}") from error

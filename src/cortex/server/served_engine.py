@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from cortex.engine.outputs import ChatDelta, StreamDelta
+    from cortex.engine.progress import ProgressCallback
     from cortex.engine.sampling_params import SamplingParams
     from cortex.engine.stats import EngineStats
     from cortex.engine.text.tokenizer import Tokenizer
@@ -61,10 +62,11 @@ class ServedEngine(Protocol):
 
 class EngineLoader(Protocol):
     """Reads a model folder's facts and tokenizer (cheap: no weights) and builds an engine over it
-    (slow, run in a thread)."""
+    (slow, run in a thread), reporting the load's progress to ``progress`` (a
+    ``cortex.engine.progress.ProgressCallback``)."""
 
     def inspect(self, path: Path) -> ModelFacts: ...
 
     def tokenizer(self, path: Path) -> Tokenizer | None: ...
 
-    def load(self, path: Path) -> ServedEngine: ...
+    def load(self, path: Path, progress: ProgressCallback) -> ServedEngine: ...

@@ -13,6 +13,7 @@ import httpx
 
 if TYPE_CHECKING:
     from cortex.fleet import FleetStatus
+    from cortex.fleet.status import NeuronStatus
 
 
 def fetch_status(
@@ -41,6 +42,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     )
 
 
+def _model_state(model_id: str, status: str, load_progress: float | None) -> str:
+    """``qwen (loaded)``, ``qwen (loading 42%)``."""
+    if status == "loading" and load_progress is not None:
+        return f"{model_id} (loading {load_progress:.0%})"
+    return f"{model_id} ({status})"
+
+
 def render_status(status: dict[str, Any]) -> str:
     """Neurons (health, memory, load, models) and models (where loaded, where loadable) as text tables."""
     neuron_rows = [
@@ -50,7 +58,8 @@ def render_status(status: dict[str, Any]) -> str:
             f"{_gib(n.get('memory_used_bytes'))}/{_gib(n.get('memory_budget_bytes'))} GiB",
             f"{n.get('in_flight') or 0} running, {n.get('queued') or 0} queued",
             f"{n.get('decode_tokens_per_s') or 0:.0f} tok/s",
-            ", ".join(f"{m['id']} ({m['status']})" for m in n.get("models", [])) or "-",
+            ", ".join(_model_state(m["id"], m["status"], m.get("load_progress")) for m in n.get("models", []))
+            or "-",
         ]
         for n in status.get("neurons", [])
     ]
@@ -84,14 +93,18 @@ LOCKED_PAGE = (
 
 
 def status_page(status: FleetStatus) -> str:
-    """The gateway's ``GET /`` page: neurons (health, models, memory, load) and where each model is."""
+    """The gateway's ``GET /`` page: neurons (health, models with a load's progress, memory, load) and
+    where each model is; it reloads itself every 5 s, so a cold load can be watched."""
 
     def gib(value: int) -> str:
         return f"{value / 2**30:.1f}"
 
+    def models_of(n: NeuronStatus) -> str:
+        return ", ".join(_model_state(m.id, m.status, m.load_progress) for m in n.models) or "-"
+
     rows = "".join(
         f"<tr><td>{html.escape(n.name)}</td><td>{'healthy' if n.healthy else 'DOWN'}</td>"
-        f"<td>{html.escape(', '.join(f'{m.id} ({m.status})' for m in n.models) or '-')}</td>"
+        f"<td>{html.escape(models_of(n))}</td>"
         f"<td>{gib(n.memory_used_bytes)} / {gib(n.memory_budget_bytes)} GiB</td>"
         f"<td>{n.in_flight} running, {n.queued} queued</td></tr>"
         for n in status.neurons
@@ -101,7 +114,7 @@ def status_page(status: FleetStatus) -> str:
         for m in status.models
     )
     return (
-        "<!doctype html><title>cortex</title><h1>cortex gateway</h1>"
+        '<!doctype html><meta http-equiv="refresh" content="5"><title>cortex</title><h1>cortex gateway</h1>'
         "<p>OpenAI and Anthropic compatible API under <code>/v1</code>.</p>"
         "<table border=1><tr><th>neuron</th><th>health</th><th>models</th><th>memory</th><th>load</th></tr>"
         f"{rows}</table><h2>models</h2><ul>{models}</ul>"

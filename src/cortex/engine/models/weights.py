@@ -14,6 +14,9 @@ Checkpoint names are mapped to cortex's parameter names:
     ``in_proj_b``, ``in_proj_a``;
   - ``lm_head.weight`` is ignored when embeddings are tied.
 A missing, unexpected or wrongly shaped tensor raises ``WeightsError`` naming it and both shapes.
+
+Progress (``cortex.engine.progress``): the tensors to read and their bytes are counted from the files'
+headers before the first is read; each tensor copied into the model advances the count.
 """
 
 from __future__ import annotations
@@ -31,12 +34,16 @@ from cortex.engine.errors import ModelLoadError, WeightsError
 from cortex.engine.kernels.selection import resolve_kernels
 from cortex.engine.models.causal_lm import CausalLM
 from cortex.engine.models.qwen3_next import split_ba, split_qkvz
+from cortex.engine.progress import Progress, ProgressCallback, ProgressReporter
+from cortex.engine.safetensors_file import read_header
 
 _SKIPPED_PREFIXES = ("model.visual.", "visual.", "mtp.")
 _PER_EXPERT = re.compile(r"^(.*\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
 # (parameter name, index into it or None for the whole tensor, tensor)
 _Piece = tuple[str, tuple[int | slice, ...] | None, torch.Tensor]
+# one checkpoint file and the tensors to read from it: (key in the file, cortex name, bytes in the file)
+_FilePlan = tuple[Path, list[tuple[str, str, int]]]
 
 
 def load_model(
@@ -45,14 +52,24 @@ def load_model(
     dtype: str | torch.dtype = "bfloat16",
     device: str | torch.device = "cpu",
     kernels: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[CausalLM, ModelConfig]:
     """Build the model ``folder`` describes and load its weights; the model is in eval mode, no grads.
 
     ``kernels`` (``auto`` | ``triton`` | ``ref``; None: ``CORTEX_KERNELS``, else ``auto``) picks the ops'
-    implementation for ``device`` (see ``kernels/selection.py``).
+    implementation for ``device`` (see ``kernels/selection.py``). ``progress`` is called with a
+    ``ProgressSnapshot`` at the start, after each tensor and at the end (None: a
+    ``ProgressReporter``, which shows it on a terminal or logs it).
     """
     folder = Path(folder)
     config = ModelConfig.from_hf(folder)
+    plan = _read_plan(folder, config)
+    tracker = Progress(
+        f"loading {folder.name}",
+        bytes_total=sum(size for _, tensors in plan for _, _, size in tensors),
+        tensors_total=sum(len(tensors) for _, tensors in plan),
+        callbacks=(progress or ProgressReporter(),),
+    )
     torch_dtype = _torch_dtype(dtype)
     backend = resolve_kernels(kernels, device)
     with torch.device("meta"):
@@ -62,8 +79,9 @@ def load_model(
         model.lm_head.weight = model.model.embed_tokens.weight
     params = dict(model.named_parameters())
     loaded_numel = dict.fromkeys(params, 0)
+    tracker.start()
     with torch.no_grad():
-        for name, index, tensor in _pieces(folder, config):
+        for name, index, tensor in _pieces(plan, config, tracker):
             if name not in params:
                 raise WeightsError(f"unexpected tensor {name} with shape {tuple(tensor.shape)} in checkpoint")
             target = params[name] if index is None else params[name][index]
@@ -78,6 +96,7 @@ def load_model(
         if loaded_numel[name] != param.numel():
             raise WeightsError(f"missing tensor {name} (expected shape {tuple(param.shape)}) in checkpoint")
     model.requires_grad_(False)
+    tracker.finish()
     return model.eval(), config
 
 
@@ -113,18 +132,30 @@ def checkpoint_files(folder: Path) -> list[Path]:
     return files
 
 
-def _pieces(folder: Path, config: ModelConfig) -> Iterator[_Piece]:
+def _read_plan(folder: Path, config: ModelConfig) -> list[_FilePlan]:
+    """The tensors to read, file by file, with their sizes, from the files' headers alone."""
+    plan = []
     for path in checkpoint_files(folder):
+        tensors = []
+        for key, entry in read_header(path).items():
+            if key.startswith(_SKIPPED_PREFIXES):
+                continue
+            name = key
+            if key.startswith("model.language_model."):
+                name = "model." + key.removeprefix("model.language_model.")
+            if name == "lm_head.weight" and config.tie_word_embeddings:
+                continue
+            tensors.append((key, name, entry.num_bytes))
+        plan.append((path, tensors))
+    return plan
+
+
+def _pieces(plan: list[_FilePlan], config: ModelConfig, tracker: Progress) -> Iterator[_Piece]:
+    for path, tensors in plan:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
-                if key.startswith(_SKIPPED_PREFIXES):
-                    continue
-                name = key
-                if key.startswith("model.language_model."):
-                    name = "model." + key.removeprefix("model.language_model.")
-                if name == "lm_head.weight" and config.tie_word_embeddings:
-                    continue
+            for key, name, num_bytes in tensors:
                 yield from _map(name, f.get_tensor(key), config)
+                tracker.advance(num_bytes)  # the consumer has copied this tensor's pieces
 
 
 def _map(name: str, tensor: torch.Tensor, config: ModelConfig) -> Iterator[_Piece]:
