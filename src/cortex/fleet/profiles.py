@@ -11,7 +11,7 @@ import dataclasses
 import fnmatch
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -28,6 +28,13 @@ __all__ = [
 ]
 
 EvictionStrategy = Literal["lru", "priority"]
+
+
+def _doc(description: str, example: Any) -> dict[str, Any]:
+    """A key's documentation, kept in its field's metadata (the configuration reference reads it)."""
+    return {"description": description, "example": example}
+
+
 NeuronKind = Literal["cortex", "openai"]
 
 
@@ -77,18 +84,58 @@ class ModelProfile:
     neurons, which cannot (count_tokens, and ``max_tokens`` clamped for Anthropic callers).
     """
 
-    id: str
-    neuron_model: str | None = None
-    memory_bytes: int | None = None
-    allowed_neurons: tuple[str, ...] = ()
-    preferred_neurons: tuple[str, ...] = ()
-    priority: int = 0
-    pinned: bool = False
-    idle_ttl_s: float | None = None
-    aliases: tuple[str, ...] = ()
-    max_model_len: int | None = None
-    display_name: str | None = None
-    tokenizer: str | None = None
+    id: str = field(metadata=_doc("The model's id in the catalogue (what callers name).", "qwen3.6-27b"))
+    neuron_model: str | None = field(
+        default=None,
+        metadata=_doc("The id the neurons know it by (their folder name). Unset: `id`.", "Qwen3.6-27B"),
+    )
+    memory_bytes: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Memory the model needs on a neuron, in bytes; overrides the neurons' "
+            "`estimated_memory_bytes`. Unset: the neurons' estimate.",
+            60_000_000_000,
+        ),
+    )
+    allowed_neurons: tuple[str, ...] = field(
+        default=(), metadata=_doc("The neurons it may be placed on; empty: any.", ["gpu1", "gpu2"])
+    )
+    preferred_neurons: tuple[str, ...] = field(
+        default=(), metadata=_doc("Neurons tried first (within `allowed_neurons`).", ["gpu2"])
+    )
+    priority: int = field(
+        default=0,
+        metadata=_doc(
+            "Under the `priority` eviction strategy a model is only evicted for one of equal or higher "
+            "priority.",
+            10,
+        ),
+    )
+    pinned: bool = field(default=False, metadata=_doc("Loaded at start and never evicted.", True))
+    idle_ttl_s: float | None = field(
+        default=None,
+        metadata=_doc("Unloaded after this long without requests. Unset: kept until evicted.", 3600),
+    )
+    aliases: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc("Exact names or glob patterns that resolve to this model.", ["claude-*", "gpt-4o"]),
+    )
+    max_model_len: int | None = field(
+        default=None,
+        metadata=_doc("The context length the catalogue reports. Unset: the neurons'.", 131072),
+    )
+    display_name: str | None = field(
+        default=None, metadata=_doc("The name the catalogue shows. Unset: `id`.", "Qwen3.6 27B")
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata=_doc(
+            "A model folder (tokenizer.json and chat template) the gateway counts this model's tokens "
+            "with, for `openai` neurons, which cannot (count_tokens, and `max_tokens` clamped for "
+            "Anthropic callers).",
+            "/data/models/Qwen3.6-27B",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -135,19 +182,58 @@ class FleetPolicy:
     waited for it are served before another model may take its place (no A-B-A thrash).
     """
 
-    eviction: EvictionStrategy = "lru"
-    max_load_wait_s: float = 300.0
-    retry_attempts: int = 3
-    backoff_base_s: float = 0.05
-    backoff_max_s: float = 2.0
-    backoff_jitter: float = 0.5
-    poll_interval_s: float = 2.0
-    poll_timeout_s: float = 2.0
-    unhealthy_after: int = 3
-    affinity_max_imbalance: int = 4
-    min_residency_s: float = 2.0
-    ttl_sweep_interval_s: float = 1.0
-    recent_decisions: int = 100
+    eviction: EvictionStrategy = field(
+        default="lru",
+        metadata=_doc(
+            "`lru` evicts the least recently used idle model first; `priority` evicts the lowest "
+            "priority first (LRU among equals) and never one of higher priority than the incoming model.",
+            "priority",
+        ),
+    )
+    max_load_wait_s: float = field(
+        default=300.0, metadata=_doc("The longest a request waits for a cold load of its model.", 900)
+    )
+    retry_attempts: int = field(
+        default=3,
+        metadata=_doc("Attempts per request, across neurons, on connection failures and 5xx.", 5),
+    )
+    backoff_base_s: float = field(
+        default=0.05, metadata=_doc("The first retry's backoff; it doubles per attempt.", 0.1)
+    )
+    backoff_max_s: float = field(default=2.0, metadata=_doc("The longest backoff between attempts.", 5))
+    backoff_jitter: float = field(
+        default=0.5, metadata=_doc("The fraction of each backoff that is random, in [0, 1].", 0.25)
+    )
+    poll_interval_s: float = field(
+        default=2.0,
+        metadata=_doc("How often every neuron's `/health`, `/models` and `/discovery` are read.", 5),
+    )
+    poll_timeout_s: float = field(default=2.0, metadata=_doc("The timeout of one poll.", 5))
+    unhealthy_after: int = field(
+        default=3, metadata=_doc("Failed polls in a row before a neuron leaves routing.", 2)
+    )
+    affinity_max_imbalance: int = field(
+        default=4,
+        metadata=_doc(
+            "A sticky affinity key stays on its neuron while that neuron's load (in flight + queued) "
+            "exceeds the least loaded one's by at most this much.",
+            8,
+        ),
+    )
+    min_residency_s: float = field(
+        default=2.0,
+        metadata=_doc(
+            "A freshly loaded model cannot be evicted for this long, so the requests that waited for "
+            "it are served before another model may take its place.",
+            30,
+        ),
+    )
+    ttl_sweep_interval_s: float = field(
+        default=1.0, metadata=_doc("How often models past their `idle_ttl_s` are looked for.", 10)
+    )
+    recent_decisions: int = field(
+        default=100, metadata=_doc("Routing, load and unload decisions kept for `status()`.", 500)
+    )
 
     def __post_init__(self) -> None:
         if self.eviction not in get_args(EvictionStrategy):

@@ -88,22 +88,75 @@ class _Section(BaseModel):
 
 
 class GatewayConfig(_Section):
-    listen: ListenAddress = Listen(host="127.0.0.1", port=DEFAULT_GATEWAY_PORT)
-    metrics_listen: ListenAddress | None = Listen(host="127.0.0.1", port=DEFAULT_METRICS_PORT)
-    models_file: Path | None = None  # relative paths are taken from the cortex.toml's folder
-    max_body_bytes: ByteSize = 32 * 2**20
-    read_timeout_s: float = Field(default=600.0, gt=0)  # idle timeout on the upstream stream, not total
-    keepalive_s: float = Field(default=10.0, gt=0)  # SSE comment / Anthropic ping interval while waiting
-    state_dir: Path = Path(DEFAULT_STATE_DIR)  # what the gateway keeps: the Responses store
-    access_log: bool = False  # one log line per request (costs CPU per request)
+    """``cortex serve``: the one OpenAI + Anthropic endpoint clients talk to."""
+
+    listen: ListenAddress = Field(
+        default=Listen(host="127.0.0.1", port=DEFAULT_GATEWAY_PORT),
+        description="The API's `host:port`.",
+        examples=["0.0.0.0:31313"],
+    )
+    metrics_listen: ListenAddress | None = Field(
+        default=Listen(host="127.0.0.1", port=DEFAULT_METRICS_PORT),
+        description="`/metrics` (Prometheus) on its own listener.",
+        examples=["127.0.0.1:31314"],
+    )
+    models_file: Path | None = Field(
+        default=None,
+        description="Model profiles and aliases (`models.toml`), relative to cortex.toml's folder. "
+        "Unset: `models.toml` beside cortex.toml, if there is one.",
+        examples=["models.toml"],
+    )
+    max_body_bytes: ByteSize = Field(
+        default=32 * 2**20, description="Larger request bodies get 413.", examples=["64MiB"]
+    )
+    read_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Idle (per read) timeout on a neuron's answer, never a total timeout. Neurons send "
+        "keep-alives every `[neuron] keepalive_s` while a prompt prefills, so keep that below this.",
+        examples=[900],
+    )
+    keepalive_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Keep-alive interval (an SSE comment, or an Anthropic `ping`) while a stream is "
+        "silent; also how long the gateway waits for a stream's first chunk before it starts the "
+        "response.",
+        examples=[5],
+    )
+    state_dir: Path = Field(
+        default=Path(DEFAULT_STATE_DIR),
+        description="The folder of what the gateway keeps itself: the Responses store.",
+        examples=["/var/lib/cortex"],
+    )
+    access_log: bool = Field(
+        default=False,
+        description="One log line per request (`cortex serve --access-log`); off because it costs CPU "
+        "per request.",
+        examples=[True],
+    )
 
 
 class ResponsesConfig(_Section):
     """The gateway's durable Responses store (:mod:`cortex.server.responses_store`)."""
 
-    path: Path | None = None  # None: <gateway.state_dir>/responses.sqlite3; relative: from cortex.toml
-    retention_s: float = Field(default=30 * 86400.0, ge=0)  # 0: keep until deleted
-    max_bytes: ByteSize = 2**30  # oldest responses go first beyond it; 0: no limit
+    path: Path | None = Field(
+        default=None,
+        description="The SQLite file, relative to cortex.toml's folder. Unset: "
+        "`<gateway.state_dir>/responses.sqlite3`. One gateway process per file.",
+        examples=["/var/lib/cortex/responses.sqlite3"],
+    )
+    retention_s: float = Field(
+        default=30 * 86400.0,
+        ge=0,
+        description="Stored responses older than this are deleted; 0 keeps them until deleted.",
+        examples=[604800],
+    )
+    max_bytes: ByteSize = Field(
+        default=2**30,
+        description="Beyond this size the oldest responses are deleted first; 0: no limit.",
+        examples=["4GiB"],
+    )
 
 
 def _non_empty_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -116,47 +169,172 @@ ApiKeys = Annotated[tuple[str, ...], AfterValidator(_non_empty_keys)]
 
 
 class AuthConfig(_Section):
-    api_keys: ApiKeys = ()  # the gateway's keys; empty: no key required
+    """Who may call the gateway."""
+
+    api_keys: ApiKeys = Field(
+        default=(),
+        description="Keys the gateway accepts, as `x-api-key` or `Authorization: Bearer`; empty: no "
+        "key needed. `/` and `/health` never need one.",
+        examples=[["sk-local-1", "sk-local-2"]],
+    )
 
 
 class NeuronEntry(_Section):
-    name: str = Field(min_length=1)
-    url: str = Field(pattern=r"^https?://")
-    api_key: str | None = None  # sent to the neuron as Authorization: Bearer
-    kind: Literal["cortex", "openai"] = "cortex"  # openai: any OpenAI-compatible server (docs/fleet.md)
+    """One upstream of the gateway: a cortex neuron or any OpenAI-compatible server."""
+
+    name: str = Field(
+        min_length=1,
+        description="Unique; used in routing decisions, status and metric labels.",
+        examples=["gpu1"],
+    )
+    url: str = Field(
+        pattern=r"^https?://", description="The upstream's base URL.", examples=["http://10.0.0.11:13131"]
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="Sent to that upstream as `Authorization: Bearer` (its `[neuron] api_keys`, or a "
+        "cloud endpoint's key).",
+        examples=["sk-neuron"],
+    )
+    kind: Literal["cortex", "openai"] = Field(
+        default="cortex",
+        description="`cortex`: a cortex neuron. `openai`: any OpenAI-compatible server (vLLM, SGLang, "
+        "llama.cpp, Ollama, a cloud endpoint): its `/v1/models` is its catalogue, never loaded or "
+        "unloaded (docs/fleet.md).",
+        examples=["openai"],
+    )
 
 
 class CatalogueEntry(_Section):
     """A model the operator names explicitly: an id and the folder it loads from."""
 
-    id: str = Field(min_length=1)
-    path: Path
+    id: str = Field(min_length=1, description="The model's id.", examples=["qwen3.6-27b"])
+    path: Path = Field(
+        description="Its Hugging Face folder, anywhere on the host.", examples=["/data/models/Qwen3.6-27B"]
+    )
 
 
 class NeuronConfig(_Section):
-    listen: ListenAddress = Listen(host="127.0.0.1", port=DEFAULT_NEURON_PORT)
-    name: str = "neuron"
-    model_dirs: tuple[Path, ...] = Field(default=(Path(DEFAULT_MODELS_DIR),), validate_default=True)
-    catalogue: tuple[CatalogueEntry, ...] = ()
-    device: str = "auto"  # "auto": cuda when available, else cpu
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    memory_budget_bytes: ByteSize | None = None  # None: the device's total memory (RAM on cpu)
-    cache_memory_bytes: ByteSize | None = None  # per model; None: the engine's default
-    max_model_len: int | None = Field(default=None, ge=16)
-    max_running: int = Field(default=32, ge=1)  # concurrent requests per model (= engine max_num_seqs)
-    enable_prefix_caching: bool = True  # reuse cached prompt prefixes across requests (the engine's option)
-    snapshot_interval_blocks: int = Field(default=64, ge=1)  # Gated DeltaNet state snapshot spacing
-    snapshot_memory_fraction: float = Field(default=0.2, ge=0, lt=1)  # of cache_memory_bytes, for snapshots
-    max_queue: int = Field(default=256, ge=0)  # requests waiting for a running slot, per model
-    queue_timeout_s: float = Field(default=60.0, gt=0)
-    retry_after_s: int = Field(default=2, ge=1)
-    drain_timeout_s: float = Field(default=30.0, ge=0)
-    keepalive_s: float = Field(default=10.0, gt=0)
-    max_body_bytes: ByteSize = 32 * 2**20
-    api_keys: ApiKeys = ()  # keys a gateway must send (its [[neurons]] api_key); empty: none
-    auto_load: bool = True  # a request for a loadable but unloaded model loads it first
-    access_log: bool = False  # one log line per request
-    preload: tuple[str, ...] = ()
+    """``cortex neuron`` (and the embedded neuron of ``cortex serve``): one host's models."""
+
+    listen: ListenAddress = Field(
+        default=Listen(host="127.0.0.1", port=DEFAULT_NEURON_PORT),
+        description="`host:port`.",
+        examples=["0.0.0.0:13131"],
+    )
+    name: str = Field(default="neuron", description="This neuron's label in metrics.", examples=["gpu1"])
+    model_dirs: tuple[Path, ...] = Field(
+        default=(Path(DEFAULT_MODELS_DIR),),
+        validate_default=True,
+        description="A model id is the name of a folder directly under one of these.",
+        examples=[["/data/models", "~/.cache/cortex/models"]],
+    )
+    catalogue: tuple[CatalogueEntry, ...] = Field(
+        default=(),
+        description="`[[neuron.catalogue]]` tables: models the operator names explicitly, from folders "
+        "outside `model_dirs`.",
+        examples=[[{"id": "qwen3.6-27b", "path": "/data/models/Qwen3.6-27B"}]],
+    )
+    device: str = Field(
+        default="auto",
+        description="`auto` (cuda when a GPU is visible, else cpu), `cpu`, `cuda` or `cuda:N`.",
+        examples=["cuda:1"],
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="The weights' dtype: `auto` (bfloat16 on GPU, float32 on CPU), `float32`, "
+        "`bfloat16` or `float16`.",
+        examples=["bfloat16"],
+    )
+    memory_budget_bytes: ByteSize | None = Field(
+        default=None,
+        description="Loads that would exceed it (by estimate) get 507. Unset: the device's total memory "
+        "(the host's RAM on cpu).",
+        examples=["70GiB"],
+    )
+    cache_memory_bytes: ByteSize | None = Field(
+        default=None,
+        description="KV pages + recurrent-state slots + prefix-cache state snapshots per model "
+        "(`snapshot_memory_fraction` of it goes to snapshots on hybrid models); part of the memory "
+        "estimate. Unset: 1 GiB on CPU, 4 GiB on GPU.",
+        examples=["8GiB"],
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=16,
+        description="Cap on prompt + output tokens. Unset: the model's own.",
+        examples=[65536],
+    )
+    max_running: int = Field(
+        default=32,
+        ge=1,
+        description="Requests running at once per model (the engine's `max_num_seqs`).",
+        examples=[64],
+    )
+    enable_prefix_caching: bool = Field(
+        default=True,
+        description="Reuse cached prompt prefixes across requests (the engine's "
+        "`enable_prefix_caching`; docs/engine.md); `false` computes every prompt in full.",
+        examples=[False],
+    )
+    snapshot_interval_blocks: int = Field(
+        default=64,
+        ge=1,
+        description="During a long prefill, snapshot the Gated DeltaNet state every this many 16-token "
+        "KV blocks (smaller: requests sharing part of a prompt resume closer to where they diverge, "
+        "for more snapshot memory).",
+        examples=[32],
+    )
+    snapshot_memory_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Share of `cache_memory_bytes` set aside for those snapshots on hybrid models (each as "
+        "large as one request's state: 18.6 MiB for 0.8B, 147 MiB for 27B); a conversation keeps about "
+        "two alive, so this over the snapshot size is roughly how many conversations stay warm "
+        '(docs/engine.md, "Prefix caching").',
+        examples=[0.3],
+    )
+    max_queue: int = Field(
+        default=256, ge=0, description="Requests waiting per model; beyond it 429.", examples=[1024]
+    )
+    queue_timeout_s: float = Field(
+        default=60.0, gt=0, description="The longest wait in the queue; then 503.", examples=[120]
+    )
+    retry_after_s: int = Field(
+        default=2, ge=1, description="The `Retry-After` header of those 429 and 503 refusals.", examples=[5]
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On shutdown (SIGTERM), in-flight requests get this long to finish.",
+        examples=[120],
+    )
+    keepalive_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="SSE keep-alive interval while a prompt prefills; keep it below the gateway's "
+        "`read_timeout_s`.",
+        examples=[5],
+    )
+    max_body_bytes: ByteSize = Field(
+        default=32 * 2**20, description="Larger request bodies get 413.", examples=["64MiB"]
+    )
+    api_keys: ApiKeys = Field(
+        default=(),
+        description="Keys a caller (the gateway: its `[[neurons]] api_key`) must send as "
+        "`Authorization: Bearer`; empty: none. `/health` never needs one.",
+        examples=[["sk-neuron"]],
+    )
+    auto_load: bool = Field(
+        default=True,
+        description="A request for a loadable, unloaded model loads it first (else 404 `model_not_found`).",
+        examples=[False],
+    )
+    access_log: bool = Field(default=False, description="One log line per request.", examples=[True])
+    preload: tuple[str, ...] = Field(
+        default=(), description="Model ids loaded at start.", examples=[["qwen3.6-27b"]]
+    )
 
     @field_validator("model_dirs")
     @classmethod
@@ -170,10 +348,17 @@ class CortexConfig(_Section):
     gateway: GatewayConfig = GatewayConfig()
     responses: ResponsesConfig = ResponsesConfig()
     auth: AuthConfig = AuthConfig()
-    fleet: dict[str, Any] = Field(default_factory=dict)  # validated by FleetPolicy.from_dict
-    neurons: tuple[NeuronEntry, ...] = ()
+    fleet: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The fleet policy, validated by `cortex.fleet.FleetPolicy.from_dict`.",
+    )
+    neurons: tuple[NeuronEntry, ...] = Field(
+        default=(),
+        description="The gateway's upstreams; none: `cortex serve` runs the embedded default (a local "
+        "neuron).",
+    )
     neuron: NeuronConfig = NeuronConfig()
-    source: Path | None = None
+    source: Path | None = Field(default=None, exclude=True, description="The file it came from.")
 
     @field_validator("neurons")
     @classmethod
@@ -216,12 +401,13 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
     "CORTEX_PREFIX_CACHING": ("neuron", "enable_prefix_caching"),
 }
 CONFIG_PATH_ENV = "CORTEX_CONFIG"
-_LIST_SEPARATORS = {"api_keys": ",", "model_dirs": os.pathsep}
+# the list-valued keys, and what separates their items in an environment variable
+LIST_SEPARATORS = {"api_keys": ",", "model_dirs": os.pathsep}
 
 
 def _env_value(key: str, raw: str) -> Any:
-    if key in _LIST_SEPARATORS:
-        return [part.strip() for part in raw.split(_LIST_SEPARATORS[key]) if part.strip()]
+    if key in LIST_SEPARATORS:
+        return [part.strip() for part in raw.split(LIST_SEPARATORS[key]) if part.strip()]
     return raw
 
 
