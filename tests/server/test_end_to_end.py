@@ -268,6 +268,36 @@ def test_claude_code_request_replays_against_the_gateway(system):
     assert snapshot.stop_reason in ("end_turn", "max_tokens", "tool_use")
     # max_tokens 128000 was clamped to what fits after the prompt instead of failing
     assert 0 < snapshot.usage.output_tokens <= MAX_MODEL_LEN - counted["input_tokens"]
+    # the session goes on, as Claude Code sends it: a tool call and its result, then the answer and a new
+    # user message; each call reuses the recorded prompt from the neuron its session id sticks to
+    for turn in _claude_code_turns():
+        body = {**body, "stream": False, "max_tokens": 8, "messages": [*body["messages"], *turn]}
+        reply = httpx.post(f"{url}/v1/messages?beta=true", json=body, headers=headers, timeout=120)
+        assert reply.status_code == 200, reply.text
+        usage = anthropic.types.Message.model_validate(reply.json()).usage
+        total = httpx.post(
+            f"{url}/v1/messages/count_tokens?beta=true", json=body, headers=headers, timeout=120
+        ).json()["input_tokens"]
+        assert usage.input_tokens + usage.cache_read_input_tokens == total
+        # everything up to the last block boundary before the first call's generation prompt was cached
+        assert usage.cache_read_input_tokens >= counted["input_tokens"] - 32
+
+
+def _claude_code_turns() -> list[list[dict]]:
+    """Two more turns of a Claude Code session: a tool call with its result; the answer and a new question."""
+    thinking = {"type": "thinking", "thinking": "Look.", "signature": ""}
+    call = {"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "ls"}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_01", "content": "README.md\nsrc"}
+    return [
+        [
+            {"role": "assistant", "content": [thinking, call]},
+            {"role": "user", "content": [result]},
+        ],
+        [
+            {"role": "assistant", "content": [{"type": "text", "text": "Hi! A README and src."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Read the README."}]},
+        ],
+    ]
 
 
 @pytest.fixture
