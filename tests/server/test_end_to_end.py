@@ -194,6 +194,79 @@ def test_responses_api_against_real_engines(system):
     assert all(len(lp.top_logprobs) == 2 for lp in message.content[0].logprobs)
 
 
+def _stop_string(text: str) -> str:
+    """Two characters from the middle of ``text`` (not blank, no partial character), to stop on."""
+    for start in range(len(text) // 2, len(text) - 2):
+        candidate = text[start : start + 2]
+        if candidate.strip() and "\ufffd" not in candidate:
+            return candidate
+    pytest.fail(f"no stop string in {text!r}")
+
+
+def test_stop_n_and_logprobs_through_the_gateway_with_real_engines(system):
+    """A stop string taken from a greedy reply ends that reply there (both SDKs, streamed and not, the
+    matched string reported); n choices sample with seed + i, each with its logprobs, streamed and not."""
+    url = system["gateway"].url
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    claude = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
+    system["clients"] += [sdk, claude]
+    chat = {
+        "model": "qwen-a",
+        "messages": [{"role": "user", "content": "count"}],
+        "max_tokens": 10,
+        "temperature": 0,
+        "extra_body": {"chat_template_kwargs": {"enable_thinking": False}, "ignore_eos": True},
+    }
+    text = sdk.chat.completions.create(**chat).choices[0].message.content
+    stop = _stop_string(text)
+    stopped = sdk.chat.completions.create(**chat, stop=[stop]).choices[0]
+    assert (stopped.message.content, stopped.finish_reason) == (text[: text.index(stop)], "stop")
+    assert stopped.model_extra["stop_reason"] == stop
+    with sdk.chat.completions.stream(**chat, stop=[stop]) as stream:
+        assert stream.get_final_completion().choices[0].message.content == text[: text.index(stop)]
+
+    message = {
+        "model": "qwen-a",
+        "max_tokens": 10,
+        "messages": chat["messages"],
+        "thinking": {"type": "disabled"},
+        "extra_body": {"temperature": 0},  # this SDK release no longer names it
+    }
+    said = "".join(b.text for b in claude.messages.create(**message).content if b.type == "text")
+    stop = _stop_string(said)
+    with claude.messages.stream(**message, stop_sequences=[stop]) as stream:
+        streamed_reply = stream.get_final_message()
+    for reply in (claude.messages.create(**message, stop_sequences=[stop]), streamed_reply):
+        assert (reply.stop_reason, reply.stop_sequence) == ("stop_sequence", stop)
+        assert "".join(b.text for b in reply.content if b.type == "text") == said[: said.index(stop)]
+
+    sampled = {**chat, "n": 2, "temperature": 1.0, "seed": 5, "max_tokens": 4, "logprobs": True}
+    reply = sdk.chat.completions.create(**sampled, top_logprobs=2)
+    assert [c.index for c in reply.choices] == [0, 1]
+    tokens = [[e.token for e in c.logprobs.content] for c in reply.choices]
+    assert [len(t) for t in tokens] == [4, 4]
+    assert tokens[0] != tokens[1]  # seed + i: different samples
+    assert all(len(e.top_logprobs) == 2 for c in reply.choices for e in c.logprobs.content)
+    assert reply.usage.completion_tokens == 8
+    chunks = list(sdk.chat.completions.create(**sampled, top_logprobs=2, stream=True))
+    streamed: dict[int, list[str]] = {0: [], 1: []}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            streamed[choice.index] += [e.token for e in (choice.logprobs.content if choice.logprobs else [])]
+    assert [streamed[0], streamed[1]] == tokens  # the same seeds give the same samples, streamed
+    completion = sdk.completions.create(
+        model="qwen-a",
+        prompt="count",
+        max_tokens=3,
+        n=2,
+        logprobs=2,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert [len(c.logprobs.tokens) for c in completion.choices] == [3, 3]
+    assert all(len(top) == 2 for c in completion.choices for top in c.logprobs.top_logprobs)
+
+
 def test_anthropic_sdk_against_real_engines_with_exact_token_counts(system, model_root):
     from cortex import translate
     from cortex.engine.text.chat import render_chat_prompt
