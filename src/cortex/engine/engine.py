@@ -1,4 +1,10 @@
-"""Engine: the public inference API of one model on one device (generate, stream, chat, abort, stats).
+"""Engine: the public inference API of one model (generate, stream, chat, abort, stats).
+
+The model runs on one device in this process, or split over ``tensor_parallel_size`` rank processes
+(``cortex.engine.parallel``): the scheduler, the requests and the text stay here either way, and each
+step's ``StepInput`` goes to an in-process ``ModelRunner`` or to every rank through a
+``ParallelExecutor``. A rank that fails makes the engine fail for good (``failure``): its requests end
+with an ``EngineError`` and new ones are refused until the model is loaded again.
 
 A request goes ``_make_request`` (validate, resolve params) -> ``Scheduler`` (blocks, slot, chunked
 prefill, preemption) -> ``StepInput`` (the step as plain data) -> ``ModelRunner`` (tensors, forward,
@@ -41,10 +47,11 @@ from cortex.engine.cache.snapshot_pool import SnapshotPool
 from cortex.engine.config import ModelConfig
 from cortex.engine.cpu import CPU_STEP_LOCK, cpu_capabilities, num_threads_for
 from cortex.engine.engine_config import EngineConfig
-from cortex.engine.errors import EngineError
+from cortex.engine.errors import EngineError, RankFailedError
 from cortex.engine.kernels.selection import resolve_kernels
 from cortex.engine.output_processor import OutputCollector, RequestStream, Sink, token_logprobs
 from cortex.engine.outputs import ChatDelta, ChatReply, RequestOutput, StreamDelta
+from cortex.engine.parallel.executor import ParallelExecutor
 from cortex.engine.progress import ProgressCallback
 from cortex.engine.quarantine import Quarantine
 from cortex.engine.request import Request
@@ -79,11 +86,15 @@ def default_cache_memory_bytes(device: torch.device) -> int:
 
 
 class Engine:
-    """One model on one device, with continuous batching. Thread-safe; use as a context manager or close()."""
+    """One model, with continuous batching. Thread-safe; use as a context manager or close().
+
+    ``model`` is a forward callable run in this process, or a started ``ParallelExecutor`` (whose ranks
+    the engine then owns: it sizes and allocates their caches, and closes them).
+    """
 
     def __init__(
         self,
-        model: Model,
+        model: Model | ParallelExecutor,
         model_config: ModelConfig,
         config: EngineConfig | None = None,
         *,
@@ -102,13 +113,24 @@ class Engine:
         self.kernels = resolve_kernels(config.kernels, self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(num_threads_for(cpu_capabilities(), config.num_threads))
+        self.devices = config.rank_devices  # the device of each rank (one entry without parallelism)
         dtype = _torch_dtype(config.dtype)
         ssm_dtype = _torch_dtype(config.ssm_state_dtype)
-        specs = model_config.layer_cache_specs()
+        parallel = model if isinstance(model, ParallelExecutor) else None
+        if parallel is not None:
+            # every rank holds the same shapes; budgets are per rank (each has its own device)
+            specs = parallel.rank_config.layer_cache_specs()
+            free = parallel.free_memory_bytes
+            default_budget = (
+                CPU_CACHE_MEMORY_BYTES if free is None else int(free * CUDA_CACHE_MEMORY_FRACTION)
+            )
+        else:
+            specs = model_config.layer_cache_specs()
+            default_budget = default_cache_memory_bytes(self.device)
         hybrid = any(isinstance(spec, LinearStateSpec) for spec in specs)
         self.cache_plan: CachePlan = plan_cache(
             specs,
-            cache_memory_bytes=config.cache_memory_bytes or default_cache_memory_bytes(self.device),
+            cache_memory_bytes=config.cache_memory_bytes or default_budget,
             block_size=config.block_size,
             dtype_bytes=dtype.itemsize,
             ssm_dtype_bytes=ssm_dtype.itemsize,
@@ -135,8 +157,17 @@ class Engine:
             max_model_len=self.max_model_len,
             prefix_cache=self._prefix_cache,
         )
-        caches = allocate_caches(specs, self.cache_plan, dtype=dtype, ssm_dtype=ssm_dtype, device=self.device)
-        self._runner = ModelRunner(model, caches, block_size=config.block_size, device=self.device)
+        self._runner: ModelRunner | ParallelExecutor
+        if parallel is not None:
+            parallel.allocate(self.cache_plan)
+            self._runner = parallel
+        else:
+            assert not isinstance(model, ParallelExecutor)
+            caches = allocate_caches(
+                specs, self.cache_plan, dtype=dtype, ssm_dtype=ssm_dtype, device=self.device
+            )
+            self._runner = ModelRunner(model, caches, block_size=config.block_size, device=self.device)
+        self._parallel = parallel
         # generation_config's eos ids, plus the tokenizer's own eos (as vLLM does)
         self._eos_token_ids = frozenset(model_config.eos_token_ids) | frozenset(
             tokenizer.eos_token_ids if tokenizer is not None else ()
@@ -154,6 +185,10 @@ class Engine:
         self._num_preemptions = 0
         self._num_failed_steps = 0
         self._quarantine = Quarantine()
+        self._failure: RankFailedError | None = None
+        if parallel is not None:
+            parallel.on_failure = self._ranks_failed
+            self._failure = parallel.failure  # a rank that failed before the callback was set
 
     def _make_prefix_cache(self, hybrid: bool) -> PrefixCache:
         plan = self.cache_plan
@@ -194,6 +229,10 @@ class Engine:
         snapshot_interval_blocks: int = 64,
         snapshot_memory_fraction: float = 0.2,
         progress: ProgressCallback | None = None,
+        tensor_parallel_size: int = 1,
+        devices: Sequence[str] | None = None,
+        rank_timeout_s: float = 60.0,
+        load_timeout_s: float = 900.0,
     ) -> Engine:
         """Load a Hugging Face model folder (config.json, safetensors, optional tokenizer.json).
 
@@ -202,10 +241,14 @@ class Engine:
         (``cortex.engine.progress``; None: shown on a terminal, else logged every 10 s).
         On the CPU the weights are laid out for this CPU (``cortex.engine.cpu``): a bf16 checkpoint
         computes in bf16 where the CPU has bf16 arithmetic, else in fp32 over the bf16 weights.
+        ``tensor_parallel_size > 1`` splits the model over that many rank processes, on ``devices``
+        (default: consecutive devices from ``device``); see docs/parallel.md for the timeouts.
         """
         from cortex.engine.models import load_model
         from cortex.engine.models.cpu_layout import prepare_cpu_model
 
+        if devices:
+            device = devices[0]  # the kind (and first device) of the ranks'
         dtype_name = str(dtype).removeprefix("torch.")
         # resolved once here, so the model and the engine agree even if the environment changes
         backend = resolve_kernels(kernels, device)
@@ -224,13 +267,26 @@ class Engine:
             enable_prefix_caching=enable_prefix_caching,
             snapshot_interval_blocks=snapshot_interval_blocks,
             snapshot_memory_fraction=snapshot_memory_fraction,
+            tensor_parallel_size=tensor_parallel_size,
+            devices=tuple(devices or ()),
+            rank_timeout_s=rank_timeout_s,
+            load_timeout_s=load_timeout_s,
         )
-        model, model_config = load_model(
-            path, dtype=dtype_name, device=device, kernels=backend, progress=progress
-        )
-        if torch.device(device).type == "cpu":
-            prepare_cpu_model(model, _torch_dtype(dtype_name))
-        return cls(model, model_config, config, tokenizer=Tokenizer.from_folder(path))
+        tokenizer = Tokenizer.from_folder(path)
+        if tensor_parallel_size == 1:
+            model, model_config = load_model(
+                path, dtype=dtype_name, device=device, kernels=backend, progress=progress
+            )
+            if torch.device(device).type == "cpu":
+                prepare_cpu_model(model, _torch_dtype(dtype_name))
+            return cls(model, model_config, config, tokenizer=tokenizer)
+        model_config = ModelConfig.from_hf(path)
+        executor = ParallelExecutor.start(path, model_config, config, kernels=backend)
+        try:
+            return cls(executor, model_config, config, tokenizer=tokenizer)
+        except BaseException:
+            executor.close()
+            raise
 
     # ---- requests -------------------------------------------------------------------------------
 
@@ -286,6 +342,13 @@ class Engine:
             )
         max_tokens = params.max_tokens if params.max_tokens is not None else room
         structured = params.structured_outputs
+        if structured is not None and self._parallel is not None:
+            # the matcher must sit beside the sampler, which runs in rank 0's process (step_input.py)
+            raise InvalidRequestError(
+                "structured outputs (response_format, forced tool calls) are not supported yet with "
+                f"tensor_parallel_size={self.config.tensor_parallel_size}; load the model with 1",
+                param="response_format",
+            )
         return Request(
             request_id=request_id or uuid.uuid4().hex,
             prompt_token_ids=prompt_ids,
@@ -318,6 +381,8 @@ class Engine:
         with self._lock:
             if self._closed:
                 raise EngineError("the engine is closed")
+            if self._failure is not None:
+                raise EngineError(f"the engine has failed and must be loaded again: {self._failure}")
             if request.request_id in self._tracked:
                 raise InvalidRequestError(f"request id {request.request_id!r} is in use", param="request_id")
             self._scheduler.add(request)
@@ -347,7 +412,7 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._lock:
-                    if self._closed or not self._scheduler.has_work():
+                    if self._closed or self._failure is not None or not self._scheduler.has_work():
                         self._thread = None
                         return
                 try:
@@ -368,6 +433,8 @@ class Engine:
             start_s = time.perf_counter()
             try:
                 output = self._runner.execute(step)
+            except RankFailedError:
+                return  # fatal, not the batch's fault: the executor's callback failed every request
             except Exception as exc:
                 self._step_failed(batch, exc)
                 return
@@ -434,6 +501,17 @@ class Engine:
             error = EngineError(message)
             error.__cause__ = cause
             stream.sink(error)
+
+    def _ranks_failed(self, error: RankFailedError) -> None:
+        """The executor stopped its ranks (from the step thread or its watcher): fail for good."""
+        with self._lock:
+            self._failure = error
+        self._fail_all(f"the model's ranks failed: {error}", cause=error)
+
+    @property
+    def failure(self) -> RankFailedError | None:
+        """Why the engine can no longer run (a tensor-parallel rank failed); None while it serves."""
+        return self._failure
 
     def _fail_all(self, message: str, *, cause: BaseException | None = None) -> None:
         """End every request in flight; each consumer gets its own EngineError(message) from ``cause``."""
@@ -610,6 +688,8 @@ class Engine:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self._fail_all("the engine was closed")
+        if self._parallel is not None:
+            self._parallel.close()
 
     def __enter__(self) -> Engine:
         return self

@@ -44,6 +44,13 @@ class EngineConfig:
         the prompt's last block boundary and its turn boundary).
     snapshot_memory_fraction: share of ``cache_memory_bytes`` set aside for state snapshots (hybrid models,
         prefix caching on); snapshots also take what the pages and slots leave over.
+    tensor_parallel_size: ranks the model is split over, one process each (``cortex.engine.parallel``);
+        1 runs the model in the engine's own process.
+    devices: one device per rank (e.g. ``("cuda:2", "cuda:3")``); empty means consecutive devices from
+        ``device`` (``"cuda"`` is ``cuda:0``), or every rank on ``"cpu"``.
+    rank_timeout_s: with tensor_parallel_size > 1, how long a step may take on every rank before the
+        ranks are declared wedged and stopped; also every collective's timeout inside the ranks.
+    load_timeout_s: with tensor_parallel_size > 1, how long the ranks may take to load their shards.
     """
 
     max_num_seqs: int = 32
@@ -60,6 +67,10 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     snapshot_interval_blocks: int = 64
     snapshot_memory_fraction: float = 0.2
+    tensor_parallel_size: int = 1
+    devices: tuple[str, ...] = ()
+    rank_timeout_s: float = 60.0
+    load_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -76,6 +87,7 @@ class EngineConfig:
             "cache_memory_bytes",
             "num_threads",
             "snapshot_interval_blocks",
+            "tensor_parallel_size",
         ):
             positive(name)
         if not isinstance(self.enable_prefix_caching, bool):
@@ -89,6 +101,12 @@ class EngineConfig:
                 f"snapshot_memory_fraction must be a number in [0, 1), got {fraction!r}",
                 param="snapshot_memory_fraction",
             )
+        for name in ("rank_timeout_s", "load_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidRequestError(
+                    f"{name} must be a positive number of seconds, got {value!r}", param=name
+                )
         if self.prefill_chunk_size is not None and self.prefill_chunk_size > self.max_num_batched_tokens:
             raise InvalidRequestError(
                 f"prefill_chunk_size ({self.prefill_chunk_size}) must not exceed "
@@ -111,6 +129,44 @@ class EngineConfig:
             raise InvalidRequestError(
                 f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}", param="device"
             )
+        self._check_devices()
+
+    def _check_devices(self) -> None:
+        devices = self.devices
+        if not devices:
+            return
+        if len(devices) != self.tensor_parallel_size:
+            raise InvalidRequestError(
+                f"devices lists {len(devices)} devices for tensor_parallel_size={self.tensor_parallel_size}",
+                param="devices",
+            )
+        for device in devices:
+            if not (device == "cpu" or (device.startswith("cuda:") and device[5:].isdigit())):
+                raise InvalidRequestError(
+                    f"each device must be 'cpu' or 'cuda:N', got {device!r}", param="devices"
+                )
+        if len({d.split(":")[0] for d in devices}) > 1:
+            raise InvalidRequestError("devices must be all 'cpu' or all CUDA devices", param="devices")
+        if devices[0].split(":")[0] != self.device.split(":")[0]:
+            raise InvalidRequestError(
+                f"device is {self.device!r} but devices are {list(devices)}: use the same kind",
+                param="devices",
+            )
+        cuda = [d for d in devices if d != "cpu"]
+        if len(set(cuda)) != len(cuda):
+            raise InvalidRequestError(
+                f"each rank needs its own CUDA device, got {list(devices)}", param="devices"
+            )
+
+    @property
+    def rank_devices(self) -> tuple[str, ...]:
+        """The device of each tensor-parallel rank (one entry when tensor_parallel_size is 1)."""
+        if self.devices:
+            return self.devices
+        if self.device == "cpu":
+            return ("cpu",) * self.tensor_parallel_size
+        first = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
+        return tuple(f"cuda:{first + rank}" for rank in range(self.tensor_parallel_size))
 
     @property
     def chunk_size(self) -> int:

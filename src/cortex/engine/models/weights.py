@@ -17,6 +17,9 @@ A missing, unexpected or wrongly shaped tensor raises ``WeightsError`` naming it
 
 Progress (``cortex.engine.progress``): the tensors to read and their bytes are counted from the files'
 headers before the first is read; each tensor copied into the model advances the count.
+With a ``shard`` (one tensor-parallel rank, ``cortex.engine.parallel.sharding.RankShard``) the model is
+built from the rank's config and each tensor is read through ``shard.read`` from a safetensors slice,
+so a rank reads only its part of the checkpoint; the mapping above then applies to the rank's parts.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from safetensors import safe_open
@@ -46,6 +50,17 @@ _Piece = tuple[str, tuple[int | slice, ...] | None, torch.Tensor]
 _FilePlan = tuple[Path, list[tuple[str, str, int]]]
 
 
+class WeightShard(Protocol):
+    """One rank's part of a checkpoint: the shapes it builds, and how it reads each tensor."""
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    def read(self, name: str, tensor: Any) -> torch.Tensor:
+        """The rank's part of tensor ``name`` (cortex's name) from a safetensors slice."""
+        ...
+
+
 def load_model(
     folder: str | Path,
     *,
@@ -53,16 +68,18 @@ def load_model(
     device: str | torch.device = "cpu",
     kernels: str | None = None,
     progress: ProgressCallback | None = None,
+    shard: WeightShard | None = None,
 ) -> tuple[CausalLM, ModelConfig]:
     """Build the model ``folder`` describes and load its weights; the model is in eval mode, no grads.
 
     ``kernels`` (``auto`` | ``triton`` | ``ref``; None: ``CORTEX_KERNELS``, else ``auto``) picks the ops'
     implementation for ``device`` (see ``kernels/selection.py``). ``progress`` is called with a
     ``ProgressSnapshot`` at the start, after each tensor and at the end (None: a
-    ``ProgressReporter``, which shows it on a terminal or logs it).
+    ``ProgressReporter``, which shows it on a terminal or logs it). With ``shard``, the model and the
+    returned config are one tensor-parallel rank's.
     """
     folder = Path(folder)
-    config = ModelConfig.from_hf(folder)
+    config = shard.config if shard is not None else ModelConfig.from_hf(folder)
     plan = _read_plan(folder, config)
     tracker = Progress(
         f"loading {folder.name}",
@@ -81,7 +98,7 @@ def load_model(
     loaded_numel = dict.fromkeys(params, 0)
     tracker.start()
     with torch.no_grad():
-        for name, index, tensor in _pieces(plan, config, tracker):
+        for name, index, tensor in _pieces(plan, config, tracker, shard):
             if name not in params:
                 raise WeightsError(f"unexpected tensor {name} with shape {tuple(tensor.shape)} in checkpoint")
             target = params[name] if index is None else params[name][index]
@@ -150,11 +167,14 @@ def _read_plan(folder: Path, config: ModelConfig) -> list[_FilePlan]:
     return plan
 
 
-def _pieces(plan: list[_FilePlan], config: ModelConfig, tracker: Progress) -> Iterator[_Piece]:
+def _pieces(
+    plan: list[_FilePlan], config: ModelConfig, tracker: Progress, shard: WeightShard | None
+) -> Iterator[_Piece]:
     for path, tensors in plan:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             for key, name, num_bytes in tensors:
-                yield from _map(name, f.get_tensor(key), config)
+                tensor = f.get_tensor(key) if shard is None else shard.read(name, f.get_slice(key))
+                yield from _map(name, tensor, config)
                 tracker.advance(num_bytes)  # the consumer has copied this tensor's pieces
 
 
