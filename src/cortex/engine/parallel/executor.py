@@ -55,7 +55,7 @@ from cortex.engine.parallel.protocol import (
     StepDone,
     SupervisorMessage,
 )
-from cortex.engine.parallel.sharding import shard_config
+from cortex.engine.parallel.shard_config import shard_config
 from cortex.engine.sampling import SamplerOutput
 from cortex.engine.step_input import StepInput
 
