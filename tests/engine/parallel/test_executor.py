@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import time
@@ -98,7 +99,8 @@ def test_a_wedged_rank_is_stopped_after_the_rank_timeout(folder):
             _stream_until_failure(engine, lambda: os.kill(pids[1], signal.SIGSTOP))
         )
         assert 3.0 <= elapsed < 3.0 + DETECTED_WITHIN_S
-        assert "did not answer within 3 s" in str(error)
+        # whichever bound fires first: the supervisor's deadline, or rank 0's collective timeout
+        assert re.search(r"did not answer within 3 s|Timed out waiting 3000ms", str(error))
         assert all(_gone(pid) for pid in pids)
 
 
