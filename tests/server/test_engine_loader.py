@@ -25,7 +25,7 @@ def test_prefix_caching_keys_reach_the_engine(tiny_qwen_root: Path) -> None:
         snapshot_interval_blocks=8,
         snapshot_memory_fraction=0.5,
     )
-    engine = _loader(config).load(tiny_qwen_root / "tiny")
+    engine = _loader(config).load(tiny_qwen_root / "tiny", progress=lambda snapshot: None)
     assert isinstance(engine, Engine)
     with engine:
         assert engine.config.enable_prefix_caching
