@@ -105,13 +105,10 @@ class Tokenizer:
         self.path = path  # the tokenizer.json it was read from, if any
         self.special_tokens: dict[str, str] = dict(special_tokens or {})
         self.chat_template = ChatTemplate(chat_template)
-        ids: list[int] = []
         eos = self.special_tokens.get("eos_token")
         eos_id = tokenizer.token_to_id(eos) if eos is not None else None
-        for token_id in ([eos_id] if eos_id is not None else []) + list(eos_token_ids):
-            if token_id not in ids:
-                ids.append(token_id)
-        self.eos_token_ids: tuple[int, ...] = tuple(ids)
+        ids = ([eos_id] if eos_id is not None else []) + list(eos_token_ids)
+        self.eos_token_ids: tuple[int, ...] = tuple(dict.fromkeys(ids))  # first occurrences, in order
         pad = self.special_tokens.get("pad_token")
         self.pad_token_id: int | None = tokenizer.token_to_id(pad) if pad is not None else None
         self.special_token_ids: frozenset[int] = frozenset(
