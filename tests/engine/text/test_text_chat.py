@@ -12,6 +12,7 @@ import pytest
 from conversations import LOOP_START, agent_session, common_prefix
 from conversations import TOOLS as SESSION_TOOLS
 
+from cortex import translate
 from cortex.engine.outputs import RequestOutput, StreamDelta
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.text.chat import chat, render_chat, render_chat_prompt, stream_chat
@@ -291,6 +292,66 @@ def test_the_next_call_repeats_the_prompt_and_the_reply_as_written(template, qwe
         else:
             assert before.turn_boundary is not None
             assert shared < before.turn_boundary
+
+
+def _anthropic_round_trip(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """``messages`` (an assistant reply and its tool result last) as a Claude Code client sends them
+    back: the reply as the gateway returned it (an Anthropic message), then translated for the neuron."""
+    reply, result = messages[-2:]
+    returned = translate.openai_to_anthropic_response(
+        {"id": "c", "model": "m", "choices": [{"message": reply, "finish_reason": "tool_calls"}]}
+    )
+    tool_result = {"type": "tool_result", "tool_use_id": result["tool_call_id"], "content": result["content"]}
+    body = {
+        "model": "m",
+        "max_tokens": 64,
+        "system": messages[0]["content"],
+        "messages": [
+            *({"role": m["role"], "content": m["content"]} for m in messages[1:-2]),
+            {"role": "assistant", "content": returned["content"]},
+            {"role": "user", "content": [tool_result]},
+        ],
+        "tools": [
+            {
+                "name": t["function"]["name"],
+                "description": t["function"]["description"],
+                "input_schema": t["function"]["parameters"],
+            }
+            for t in tools
+        ],
+    }
+    return translate.anthropic_to_openai_request(body)
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize("template", ["qwen3_6", "chatml"])
+def test_a_reply_comes_back_in_the_next_call_as_the_model_wrote_it(template, dialect, qwen, chatml):
+    """The whole loop a tool call makes: the model writes reasoning and a call, ``chat`` parses them, the
+    client gets them (OpenAI, or Anthropic through the gateway's translation) and sends them back with
+    the tool result; the next call's prompt starts with the last prompt and the reply's tokens as
+    generated, so it resumes from the snapshot at the end of that generation."""
+    tokenizer = qwen if template == "qwen3_6" else chatml
+    script = (
+        THINK_AND_CALL
+        if template == "qwen3_6"
+        else 'Checking.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n'
+        "</tool_call><|im_end|>"
+    )
+    engine = ScriptedEngine(tokenizer, script)
+    reply = chat(engine, MESSAGES, SamplingParams(max_tokens=64), tools=TOOLS)
+    assert reply.finish_reason == "tool_calls"
+    assistant: dict[str, Any] = {"role": "assistant", "content": reply.text, "tool_calls": reply.tool_calls}
+    if reply.reasoning:
+        assistant["reasoning_content"] = reply.reasoning
+    call_id = reply.tool_calls[0]["id"]
+    messages = [*MESSAGES, assistant, {"role": "tool", "tool_call_id": call_id, "content": "Paris: 18C"}]
+    request: dict[str, Any] = {"messages": messages, "tools": TOOLS}
+    if dialect == "anthropic":
+        request = _anthropic_round_trip(messages, TOOLS)
+    after = render_chat(tokenizer, request["messages"], request.get("tools"))
+    written = [*engine.calls[0][0], *engine.token_ids]
+    shared = common_prefix(written, after.token_ids)
+    assert shared == len(written), tokenizer.decode(written[shared:], skip_special_tokens=False)
 
 
 def test_chat_passes_the_turn_boundary_to_the_engine(qwen):
