@@ -181,6 +181,17 @@ def test_snapshots_at_the_interval_and_the_turn_boundary():
     assert chunks(run(scheduler), "b")[0] == (20, 4)  # and snapshots its own last boundary
 
 
+def test_an_interval_of_one_chunk_keeps_a_long_prefill_in_whole_chunks():
+    """docs/engine.md, tuning: with ``snapshot_interval_blocks`` = chunk / block size the interval
+    positions are where the chunks end anyway; only the prompt's last boundary costs a shorter step."""
+    scheduler = make_scheduler(interval=4, prefill_chunk_size=16, max_num_batched_tokens=16)
+    scheduler.add(make_request("a", list(range(1, 60)), turn_boundary=57))
+    assert chunks(run(scheduler), "a") == [(0, 16), (16, 16), (32, 16), (48, 8), (56, 3)]
+    finer = make_scheduler(interval=1, prefill_chunk_size=16, max_num_batched_tokens=16)
+    finer.add(make_request("a", list(range(1, 60)), turn_boundary=57))
+    assert len(chunks(run(finer), "a")) == 15  # a cut at every block
+
+
 def test_a_kv_only_model_needs_no_snapshot_and_no_cut():
     scheduler = make_scheduler(num_snapshots=None)
     scheduler.add(make_request("a", list(range(1, 19))))
