@@ -1,4 +1,4 @@
-"""TorchEngineLoader: the neuron's [neuron] prefix-caching keys reach the engine it loads."""
+"""TorchEngineLoader: the neuron's [neuron] prefix-caching and state-dtype keys reach the engine it loads."""
 
 from __future__ import annotations
 
@@ -33,3 +33,12 @@ def test_prefix_caching_keys_reach_the_engine(tiny_qwen_root: Path) -> None:
         assert engine.cache_plan.snapshot_bytes >= budget // 2 - engine.cache_plan.bytes_per_slot
     off = _loader(NeuronConfig(model_dirs=(tiny_qwen_root,), device="cpu", enable_prefix_caching=False))
     assert off.enable_prefix_caching is False
+
+
+def test_ssm_state_dtype_reaches_the_engine(tiny_qwen_root: Path) -> None:
+    config = NeuronConfig(model_dirs=(tiny_qwen_root,), device="cpu", ssm_state_dtype="bfloat16")
+    engine = _loader(config).load(tiny_qwen_root / "tiny", progress=lambda snapshot: None)
+    assert isinstance(engine, Engine)
+    with engine:
+        assert engine.config.ssm_state_dtype == "bfloat16"
+    assert _loader(NeuronConfig(model_dirs=(tiny_qwen_root,), device="cpu")).ssm_state_dtype == "float32"

@@ -259,6 +259,13 @@ class NeuronConfig(_Section):
         "estimate. Unset: 1 GiB on CPU, 4 GiB on GPU.",
         examples=["8GiB"],
     )
+    ssm_state_dtype: Literal["float32", "bfloat16"] = Field(
+        default="float32",
+        description="The Gated DeltaNet state's dtype (the engine's `ssm_state_dtype`): `float32`, as "
+        "the checkpoints ask, or `bfloat16`, half the state bytes each decode step reads and writes, at "
+        "some precision (docs/kernels.md).",
+        examples=["bfloat16"],
+    )
     max_model_len: int | None = Field(
         default=None,
         ge=16,

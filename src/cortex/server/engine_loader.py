@@ -32,6 +32,7 @@ class TorchEngineLoader:
     enable_prefix_caching: bool = True
     snapshot_interval_blocks: int = 64
     snapshot_memory_fraction: float = 0.2
+    ssm_state_dtype: str = "float32"
 
     def inspect(self, path: Path) -> ModelFacts:
         from cortex.engine.config import ModelConfig
@@ -64,6 +65,7 @@ class TorchEngineLoader:
             enable_prefix_caching=self.enable_prefix_caching,
             snapshot_interval_blocks=self.snapshot_interval_blocks,
             snapshot_memory_fraction=self.snapshot_memory_fraction,
+            ssm_state_dtype=self.ssm_state_dtype,
             progress=progress,
         )
 

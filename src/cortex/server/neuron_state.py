@@ -50,6 +50,7 @@ class NeuronState:
                 enable_prefix_caching=config.enable_prefix_caching,
                 snapshot_interval_blocks=config.snapshot_interval_blocks,
                 snapshot_memory_fraction=config.snapshot_memory_fraction,
+                ssm_state_dtype=config.ssm_state_dtype,
             )
         metrics = metrics or NeuronMetrics()
         budget = config.memory_budget_bytes
