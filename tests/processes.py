@@ -79,7 +79,7 @@ class Process:
         assert self.popen is not None
         return self.popen.pid
 
-    def start(self, *, timeout_s: float = 120) -> Process:
+    def start(self, *, timeout_s: float = 300) -> Process:
         self.launch()
         self.wait_ready(timeout_s)
         return self
@@ -92,7 +92,7 @@ class Process:
                 [sys.executable, "-m", "cortex", *self.args], env=env, stdout=log, stderr=subprocess.STDOUT
             )
 
-    def wait_ready(self, timeout_s: float = 120) -> None:
+    def wait_ready(self, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.popen is not None and self.popen.poll() is not None:
@@ -131,7 +131,7 @@ class Process:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def restart(self, *, timeout_s: float = 120) -> Process:
+    def restart(self, *, timeout_s: float = 300) -> Process:
         self.kill()
         return self.start(timeout_s=timeout_s)
 

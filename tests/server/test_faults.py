@@ -1,0 +1,166 @@
+"""Faults with real processes on loopback: two ``cortex neuron`` processes (the tiny Qwen3.5) behind a
+``cortex serve`` gateway. A neuron is killed mid-stream, frozen with SIGSTOP, restarted on its port;
+clients disconnect. Each test checks issue 16's bound and prints what it measured."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hostile_requests import error_dialect
+from processes import TINY_MODEL, Process, gateway_process, neuron_process, running
+
+POLL_INTERVAL_S = 0.5
+MAX_TOKENS = 400  # long enough that a stream is still running when the fault comes
+
+
+@dataclass
+class Fleet:
+    gateway: Process
+    neurons: dict[str, Process]
+
+
+@pytest.fixture(scope="module")
+def fleet(tiny_qwen_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    workdir = tmp_path_factory.mktemp("faults")
+    options = {"max_model_len": 512, "keepalive_s": 0.5}
+    neurons = {name: neuron_process(workdir, tiny_qwen_root, name, **options) for name in ("n1", "n2")}
+    gateway = gateway_process(workdir, list(neurons.values()), fleet={"poll_interval_s": POLL_INTERVAL_S})
+    with running(*neurons.values(), gateway):
+        yield Fleet(gateway, neurons)
+
+
+def request_body(dialect: str, *, max_tokens: int = MAX_TOKENS, stream: bool = True) -> dict[str, Any]:
+    return {
+        "model": TINY_MODEL,
+        "messages": [{"role": "user", "content": "Count to a thousand."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+        **({"ignore_eos": True} if dialect == "openai" else {}),
+    }
+
+
+def path_of(dialect: str) -> str:
+    return "/v1/chat/completions" if dialect == "openai" else "/v1/messages"
+
+
+@dataclass
+class StreamEnd:
+    dialect: str
+    completed: bool  # ended with its terminator
+    error: Any  # the error event's payload, if the stream ended with one
+    ended_at: float
+
+
+@asynccontextmanager
+async def open_stream(client: httpx.AsyncClient, dialect: str) -> AsyncIterator[AsyncIterator[str]]:
+    """A stream that has produced its first token: yields the iterator over its remaining lines."""
+    async with client.stream("POST", path_of(dialect), json=request_body(dialect)) as reply:
+        assert reply.status_code == 200
+        lines = reply.aiter_lines()
+        async for line in lines:  # up to the first generated text (OpenAI's first chunk has none)
+            if line.startswith("data: ") and (
+                '"content":"' in line.replace('"content":""', "") or '"delta"' in line
+            ):
+                break
+        yield lines
+
+
+async def finish(dialect: str, lines: AsyncIterator[str]) -> StreamEnd:
+    error = None
+    completed = False
+    try:
+        async for line in lines:
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]" or '"type":"message_stop"' in line:
+                completed = True
+            elif '"error"' in line:
+                error = json.loads(line[6:])
+    except httpx.HTTPError as exc:  # cut without an error event
+        error = f"transport: {type(exc).__name__}"
+    return StreamEnd(dialect, completed, error, time.monotonic())
+
+
+async def neuron_in_flight(url: str, client: httpx.AsyncClient | None = None) -> int:
+    if client is None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return await neuron_in_flight(url, client)
+    return int((await client.get(f"{url}/health")).json()["in_flight"])
+
+
+async def chat(client: httpx.AsyncClient, dialect: str) -> httpx.Response:
+    return await client.post(path_of(dialect), json=request_body(dialect, max_tokens=4, stream=False))
+
+
+async def test_a_client_that_disconnects_frees_its_slot(fleet):
+    """Within 100 ms, on the neuron itself and through the gateway (the time until the neuron's /health
+    no longer counts the request: an upper bound, polled every few ms)."""
+    timings = {}
+    async with httpx.AsyncClient(timeout=5) as health:
+        for name, url in (("neuron", fleet.neurons["n1"].url), ("gateway", fleet.gateway.url)):
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                async with open_stream(client, "openai"):
+                    busy = [n.url for n in fleet.neurons.values() if await neuron_in_flight(n.url, health)]
+                    assert len(busy) == 1
+                    closed_at = time.monotonic()
+                while await neuron_in_flight(busy[0], health):
+                    await asyncio.sleep(0.002)
+                timings[name] = time.monotonic() - closed_at
+    print(
+        f"\nslot freed after a disconnect: {', '.join(f'{k} {v * 1000:.0f} ms' for k, v in timings.items())}"
+    )
+    assert max(timings.values()) < 0.1
+
+
+async def test_a_killed_neuron_ends_its_streams_cleanly_and_new_requests_go_elsewhere(fleet):
+    n1 = fleet.neurons["n1"]
+    async with httpx.AsyncClient(base_url=fleet.gateway.url, timeout=30) as client:
+        dialects = ["openai", "anthropic"] * 4
+        async with AsyncExitStack() as stack:
+            streams = [await stack.enter_async_context(open_stream(client, d)) for d in dialects]
+            on_n1 = await neuron_in_flight(n1.url)
+            assert on_n1 > 0, "every stream went to n2; nothing to cut"
+            killed_at = time.monotonic()
+            n1.kill()
+            ends = await asyncio.gather(*(finish(d, s) for d, s in zip(dialects, streams, strict=True)))
+        cut = [end for end in ends if not end.completed]
+        assert len(cut) == on_n1
+        for end in cut:
+            assert error_dialect(end.error) == end.dialect, end.error  # an error event, in its dialect
+        worst = max(end.ended_at - killed_at for end in cut)
+        replies = await asyncio.gather(*(chat(client, d) for d in dialects * 2))
+        failed = sum(reply.status_code != 200 for reply in replies)
+        print(
+            f"\nkilled under {len(dialects)} streams: {len(cut)} cut with an error event, the last "
+            f"{worst:.2f} s after the kill; {failed} of {len(replies)} new requests failed"
+        )
+        assert worst < 2.0
+        assert failed == 0
+    restarted_at = time.monotonic()
+    n1.start()
+    ready_at = time.monotonic()
+    while not await gateway_routes_to(fleet, "n1"):
+        await asyncio.sleep(0.05)
+    routed_s = time.monotonic() - ready_at
+    print(
+        f"restarted on its port: ready after {ready_at - restarted_at:.1f} s, routed to again "
+        f"{routed_s:.2f} s after it was ready (poll interval {POLL_INTERVAL_S} s)"
+    )
+    assert routed_s < POLL_INTERVAL_S + 1.0
+
+
+async def gateway_routes_to(fleet: Fleet, name: str) -> bool:
+    async with httpx.AsyncClient(base_url=fleet.gateway.url, timeout=5) as client:
+        status = (await client.get("/status")).json()
+    return any(n["name"] == name and n["healthy"] for n in status["neurons"])
