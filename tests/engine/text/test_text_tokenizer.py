@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -31,6 +33,22 @@ def test_encode_decode_and_special_tokens(qwen):
     assert ids[-1] == 248046
     assert qwen.decode(ids) == "user\nhi"
     assert qwen.decode(ids, skip_special_tokens=False) == "<|im_start|>user\nhi<|im_end|>"
+
+
+def test_a_long_text_is_tokenised_while_other_threads_run(qwen):
+    """tokenizers' ``encode`` holds the GIL throughout; a long text must not stop the process's other
+    threads (a server's event loop) for as long as it takes."""
+    text = "<|im_start|>user\n" + "a few words " * 20_000 + "<|im_end|>"
+    ids: list[int] = []
+    worker = threading.Thread(target=lambda: ids.extend(qwen.encode(text)))
+    ticks = 0
+    worker.start()
+    while worker.is_alive():  # each tick needs the GIL back
+        ticks += 1
+        time.sleep(0.001)
+    assert ticks >= 10
+    assert ids == qwen._tokenizer.encode(text).ids
+    assert ids[0] == 248045
 
 
 def _copy(qwen_folder, tmp_path, *, drop_template: bool = False):
