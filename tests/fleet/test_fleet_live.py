@@ -343,9 +343,12 @@ async def test_poller_is_concurrent_bounded_and_tracks_health(serve: Serve) -> N
         a.health_delay_s = 5.0  # beyond the poll timeout
         await fleet.refresh()
         neuron_a = fleet.status().neurons[0]
-        assert neuron_a.healthy  # one failure is tolerated
-        assert neuron_a.consecutive_failures == 1
+        assert neuron_a.healthy  # a timeout is no evidence of death: slow, routed around
+        assert neuron_a.slow
+        assert "no answer to its health check" in str(neuron_a.last_error)
         a.health_delay_s, a.health_error = 0.0, True
+        await fleet.refresh()
+        assert fleet.status().neurons[0].healthy  # one error is tolerated
         await fleet.refresh()
         assert not fleet.status().neurons[0].healthy
         assert fleet.catalogue()[0].loaded_on == ("b", "c")
@@ -353,7 +356,71 @@ async def test_poller_is_concurrent_bounded_and_tracks_health(serve: Serve) -> N
         a.health_error = False
         await fleet.refresh()
         assert fleet.status().neurons[0].healthy
+        assert not fleet.status().neurons[0].slow
         assert fleet.catalogue()[0].loaded_on == ("a", "b", "c")
+
+
+def freeze(neuron: FakeNeuron, frozen: bool = True) -> None:
+    """As SIGSTOP looks from outside: nothing answers and streams go silent (connections stay open)."""
+    neuron.health_delay_s = neuron.infer_delay_s = neuron.chunk_delay_s = 60.0 if frozen else 0.0
+
+
+async def test_a_frozen_neuron_is_cut_after_its_polls_time_out_and_its_waiting_requests_fail_over(
+    serve: Serve,
+) -> None:
+    a = serve(FakeNeuron("a", {"m": GB}, loaded=["m"], num_chunks=1000, chunk_delay_s=0.02))
+    b = serve(FakeNeuron("b", {"m": GB}, loaded=["m"], extra_queued=5))  # a is the least loaded
+    policy = {"poll_interval_s": 0.1, "poll_timeout_s": 0.3, "unhealthy_after": 2}
+    bound_s = 2 * (0.1 + 0.3) + 0.5
+    async with make_fleet([a, b], **policy) as fleet:
+        stream = fleet.stream("m", CHAT, {**BODY, "stream": True})
+        assert (await anext(stream))["neuron"] == "a"
+        freeze(a.neuron)
+        frozen_at = time.monotonic()
+        waiting = asyncio.create_task(chat(fleet, "m"))  # sent to a before any poll finds it frozen
+        with pytest.raises(FleetStreamError, match="neuron a is frozen"):
+            async for _ in stream:
+                pass
+        assert time.monotonic() - frozen_at < bound_s
+        assert await waiting == "b"
+        assert time.monotonic() - frozen_at < bound_s
+        status = fleet.status().neurons[0]
+        assert status.healthy  # not dead: routed around, restored once it answers
+        assert status.slow
+        assert await chat(fleet, "m") == "b"
+        freeze(a.neuron, False)
+        await asyncio.sleep(0.5)  # the sleeping health checks end
+        deadline = time.monotonic() + 0.1 + 0.3 + 0.5
+        while fleet.status().neurons[0].slow:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert await chat(fleet, "m") == "a"
+
+
+async def test_a_busy_neuron_still_streaming_is_slow_not_dead_and_keeps_its_streams(serve: Serve) -> None:
+    a = serve(FakeNeuron("a", {"m": GB}, loaded=["m"], num_chunks=60, chunk_delay_s=0.02))
+    b = serve(FakeNeuron("b", {"m": GB}, loaded=["m"], extra_queued=5))
+    async with make_fleet([a, b], poll_interval_s=0.05, poll_timeout_s=0.2, unhealthy_after=2) as fleet:
+        stream = fleet.stream("m", CHAT, {**BODY, "stream": True})
+        assert (await anext(stream))["neuron"] == "a"
+        a.neuron.health_delay_s = 60.0  # its health checks time out, its stream goes on
+        items = [item async for item in stream]
+        assert len(items) == 59  # the rest of the stream, uncut
+        status = fleet.status().neurons[0]
+        assert status.healthy
+        assert status.slow
+        assert await chat(fleet, "m") == "b"  # routed around while b can serve
+
+
+async def test_an_answer_that_goes_silent_is_cut_after_the_idle_timeout(serve: Serve) -> None:
+    a = serve(FakeNeuron("a", {"m": GB}, loaded=["m"], num_chunks=2, chunk_delay_s=30.0))
+    async with make_fleet([a], stream_idle_timeout_s=0.3) as fleet:
+        stream = fleet.stream("m", CHAT, {**BODY, "stream": True})
+        await anext(stream)
+        started = time.monotonic()
+        with pytest.raises(FleetStreamError, match=r"sent nothing for 0\.3 s"):
+            await anext(stream)
+        assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize("code", ["model_not_found", None])

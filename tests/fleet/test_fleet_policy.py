@@ -45,6 +45,22 @@ def test_serve_least_loaded_healthy_neuron_with_the_model() -> None:
     assert moved.neuron == "b"
 
 
+def test_a_slow_neuron_serves_only_when_no_responsive_one_can() -> None:
+    slow = NeuronView("a", True, 0, 0, {"m": slot("m")}, slow=True)
+    views = [slow, neuron("b", slot("m"), load=7)]
+    assert route("m", views, profile=None, policy=POLICY, now_s=100.0).neuron == "b"
+    assert route("m", [slow], profile=None, policy=POLICY, now_s=100.0).neuron == "a"
+    loading = NeuronView("a", True, 0, 0, {"m": slot("m", status="loading")}, slow=True)
+    joined = route(
+        "m",
+        [loading, neuron("b", slot("m", status="loading"), load=7)],
+        profile=None,
+        policy=POLICY,
+        now_s=100.0,
+    )
+    assert (joined.action, joined.neuron) == ("join", "b")
+
+
 def test_placement_ranks_fit_then_preference_then_free_memory() -> None:
     views = [
         neuron("a", free=10 * GB, m=GB),

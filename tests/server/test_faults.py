@@ -20,6 +20,10 @@ from hostile_requests import error_dialect
 from processes import TINY_MODEL, Process, gateway_process, neuron_process, running
 
 POLL_INTERVAL_S = 0.5
+POLL_TIMEOUT_S = 2.0  # the default: a busy neuron on a loaded machine may take a while to answer
+UNHEALTHY_AFTER = 3
+# a frozen neuron is cut after UNHEALTHY_AFTER polls that time out, each at most an interval + a timeout
+FROZEN_BOUND_S = UNHEALTHY_AFTER * (POLL_INTERVAL_S + POLL_TIMEOUT_S) + 1.0
 MAX_TOKENS = 400  # long enough that a stream is still running when the fault comes
 
 
@@ -34,7 +38,12 @@ def fleet(tiny_qwen_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     workdir = tmp_path_factory.mktemp("faults")
     options = {"max_model_len": 512, "keepalive_s": 0.5}
     neurons = {name: neuron_process(workdir, tiny_qwen_root, name, **options) for name in ("n1", "n2")}
-    gateway = gateway_process(workdir, list(neurons.values()), fleet={"poll_interval_s": POLL_INTERVAL_S})
+    policy = {
+        "poll_interval_s": POLL_INTERVAL_S,
+        "poll_timeout_s": POLL_TIMEOUT_S,
+        "unhealthy_after": UNHEALTHY_AFTER,
+    }
+    gateway = gateway_process(workdir, list(neurons.values()), fleet=policy)
     with running(*neurons.values(), gateway):
         yield Fleet(gateway, neurons)
 
@@ -60,6 +69,7 @@ class StreamEnd:
     completed: bool  # ended with its terminator
     error: Any  # the error event's payload, if the stream ended with one
     ended_at: float
+    tail: list[str]  # its last lines, for the failure message
 
 
 @asynccontextmanager
@@ -79,8 +89,10 @@ async def open_stream(client: httpx.AsyncClient, dialect: str) -> AsyncIterator[
 async def finish(dialect: str, lines: AsyncIterator[str]) -> StreamEnd:
     error = None
     completed = False
+    tail: list[str] = []
     try:
         async for line in lines:
+            tail = [*tail[-3:], line[:120]]
             if not line.startswith("data: "):
                 continue
             if line == "data: [DONE]" or '"type":"message_stop"' in line:
@@ -89,7 +101,7 @@ async def finish(dialect: str, lines: AsyncIterator[str]) -> StreamEnd:
                 error = json.loads(line[6:])
     except httpx.HTTPError as exc:  # cut without an error event
         error = f"transport: {type(exc).__name__}"
-    return StreamEnd(dialect, completed, error, time.monotonic())
+    return StreamEnd(dialect, completed, error, time.monotonic(), tail)
 
 
 async def neuron_in_flight(url: str, client: httpx.AsyncClient | None = None) -> int:
@@ -135,7 +147,7 @@ async def test_a_killed_neuron_ends_its_streams_cleanly_and_new_requests_go_else
             n1.kill()
             ends = await asyncio.gather(*(finish(d, s) for d, s in zip(dialects, streams, strict=True)))
         cut = [end for end in ends if not end.completed]
-        assert len(cut) == on_n1
+        assert len(cut) == on_n1, [(end.error, end.tail) for end in cut]
         for end in cut:
             assert error_dialect(end.error) == end.dialect, end.error  # an error event, in its dialect
         worst = max(end.ended_at - killed_at for end in cut)
@@ -164,3 +176,47 @@ async def gateway_routes_to(fleet: Fleet, name: str) -> bool:
     async with httpx.AsyncClient(base_url=fleet.gateway.url, timeout=5) as client:
         status = (await client.get("/status")).json()
     return any(n["name"] == name and n["healthy"] for n in status["neurons"])
+
+
+async def test_a_frozen_neuron_costs_its_requests_a_bounded_wait_and_never_hangs_the_gateway(fleet):
+    n1 = fleet.neurons["n1"]
+    async with httpx.AsyncClient(base_url=fleet.gateway.url, timeout=60) as client:
+        dialects = ["openai", "anthropic"] * 4
+        async with AsyncExitStack() as stack:
+            streams = [await stack.enter_async_context(open_stream(client, d)) for d in dialects]
+            on_n1 = await neuron_in_flight(n1.url)
+            assert on_n1 > 0
+            frozen_at = time.monotonic()
+            n1.freeze()
+            try:
+                new = [asyncio.ensure_future(timed(chat(client, d))) for d in dialects * 2]
+                ends = await asyncio.gather(*(finish(d, s) for d, s in zip(dialects, streams, strict=True)))
+                replies = await asyncio.gather(*new)
+            finally:
+                n1.thaw()
+        thawed_at = time.monotonic()
+        cut = [end for end in ends if not end.completed]
+        for end in cut:
+            assert error_dialect(end.error) == end.dialect, end.error
+        worst = max((end.ended_at - frozen_at for end in cut), default=0.0)
+        failed = sum(reply.status_code != 200 for reply, _ in replies)
+        slowest = max(seconds for _, seconds in replies)
+        while not await gateway_routes_to(fleet, "n1"):
+            await asyncio.sleep(0.05)
+        restored_s = time.monotonic() - thawed_at
+        print(
+            f"\nfrozen under {len(dialects)} streams ({on_n1} on it): {len(cut)} cut with an error event, "
+            f"the last {worst:.2f} s after the freeze (bound {FROZEN_BOUND_S:.1f} s); {failed} of "
+            f"{len(replies)} new requests failed, the slowest took {slowest:.2f} s; routed to again "
+            f"{restored_s:.2f} s after SIGCONT"
+        )
+        assert len(cut) == on_n1
+        assert worst < FROZEN_BOUND_S
+        assert failed == 0
+        assert slowest < FROZEN_BOUND_S + 2.0
+        assert restored_s < POLL_INTERVAL_S + POLL_TIMEOUT_S + 1.0
+
+
+async def timed(reply: Any) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    return await reply, time.monotonic() - started

@@ -117,10 +117,12 @@ def _error_message(body: Any) -> str:
 
 class NeuronTransportError(FleetError):
     """A request to a neuron got no answer: ``gone`` when the connection was refused or dropped (the
-    neuron leaves routing at once), else a timeout or a broken body."""
+    neuron leaves routing at once), ``timed_out`` when it did not answer in time (it is slow, or frozen),
+    else a broken body."""
 
     http_status = 502
 
-    def __init__(self, message: str, *, gone: bool) -> None:
+    def __init__(self, message: str, *, gone: bool, timed_out: bool = False) -> None:
         super().__init__(message)
         self.gone = gone
+        self.timed_out = timed_out

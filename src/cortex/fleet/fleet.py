@@ -16,6 +16,7 @@ import functools
 import json
 import random
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,12 @@ class Fleet:
         self._states = {spec.name: NeuronState(spec) for spec in neurons}
         self._ledger = Ledger(profiles, self._states)
         self._clients = {spec.name: NeuronClient(spec) for spec in neurons}
+        # what is in flight on each neuron and can be cut when it freezes: answers still to arrive and
+        # answers being read
+        self._waiting: dict[str, set[asyncio.Timeout]] = {spec.name: set() for spec in neurons}
+        self._answers: dict[str, weakref.WeakSet[FleetUpstream]] = {
+            spec.name: weakref.WeakSet() for spec in neurons
+        }
         self._poller = Poller(
             list(self._states.values()),
             self._clients,
@@ -136,9 +143,12 @@ class Fleet:
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))
 
     async def refresh(self) -> None:
-        """Poll all neurons once, concurrently."""
+        """Poll all neurons once, concurrently; cut what is in flight on the neurons found frozen."""
         await self._poller.poll_all()
         self._ledger.prune()
+        for name, state in self._states.items():
+            if state.stalled(unhealthy_after=self.policy.unhealthy_after):
+                self._cut_silent(name, f"neuron {name} is frozen: {state.last_error}")
 
     # ---- catalogue ---------------------------------------------------------------------------------
 
@@ -194,6 +204,7 @@ class Fleet:
                     name=name,
                     url=state.spec.url,
                     healthy=state.healthy,
+                    slow=state.slow,
                     consecutive_failures=state.consecutive_failures,
                     last_error=state.last_error,
                     seconds_since_ok=None if state.last_ok_s is None else round(now - state.last_ok_s, 3),
@@ -268,8 +279,18 @@ class Fleet:
             response: UpstreamResponse | None = None
             try:
                 path, body = build(kind, upstream_id)
-                response = await self._clients[neuron].send(path, body)
-                first = await response.read() if response.status != 200 else await response.read_chunk()
+                async with asyncio.timeout(None) as waiting:  # fired at once by _cut
+                    self._waiting[neuron].add(waiting)
+                    try:
+                        response = await self._clients[neuron].send(path, body)
+                        first = await (response.read() if response.status != 200 else response.read_chunk())
+                    finally:
+                        self._waiting[neuron].discard(waiting)
+            except TimeoutError:
+                _close(response)
+                release()
+                failover.failures.append((neuron, f"neuron {neuron} froze before answering"))
+                continue
             except NeuronTransportError as exc:
                 _close(response)
                 release()
@@ -291,7 +312,7 @@ class Fleet:
                     release()
                     failover.retry(neuron, reply)
                     continue
-            return FleetUpstream(
+            answer = FleetUpstream(
                 response,
                 first=first,
                 complete=response.status != 200,
@@ -299,9 +320,12 @@ class Fleet:
                 kind=kind,
                 model=canonical,
                 attempts=attempt + 1,
+                idle_timeout_s=self.policy.stream_idle_timeout_s,
                 on_broken=functools.partial(self._stream_broke, neuron),
                 on_close=release,
             )
+            self._answers[neuron].add(answer)
+            return answer
         self.counters["request_failures"] += 1
         raise failover.error()
 
@@ -444,6 +468,19 @@ class Fleet:
             if state.healthy and name not in exclude and allowed and upstream in state.loadable:
                 return name
         raise NoCapacityError(model, decision.reason)
+
+    def _cut_silent(self, neuron: str, reason: str) -> None:
+        """When nothing has come from stalled ``neuron`` for a poll timeout, end what is in flight there:
+        answers not yet arrived fail over, answers being read end with ``FleetStreamError(reason)``. A
+        neuron still streaming is busy, not frozen, and is left alone."""
+        answers = [answer for answer in self._answers[neuron] if not answer.closed]
+        last_bytes_s = max((answer.last_bytes_s for answer in answers), default=float("-inf"))
+        if time.monotonic() - last_bytes_s < self.policy.poll_timeout_s:
+            return
+        for waiting in list(self._waiting[neuron]):
+            waiting.reschedule(asyncio.get_running_loop().time())
+        for answer in answers:
+            answer.cut(reason)
 
     def _transport_failed(self, neuron: str, exc: NeuronTransportError) -> str:
         return self._states[neuron].record_transport_error(exc, unhealthy_after=self.policy.unhealthy_after)

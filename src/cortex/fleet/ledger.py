@@ -139,6 +139,7 @@ class Ledger:
         return NeuronView(
             name=name,
             healthy=state.healthy,
+            slow=state.slow,
             load=max(0, state.in_flight + state.queued - polled_total) + local_total,
             free_bytes=state.free_bytes,
             models=models,

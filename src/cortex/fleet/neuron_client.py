@@ -32,7 +32,9 @@ def _transport_error(exc: BaseException) -> NeuronTransportError:
     gone = isinstance(exc, _GONE) or (
         isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, TimeoutError)
     )
-    return NeuronTransportError(f"{type(exc).__name__}: {exc}", gone=gone)
+    return NeuronTransportError(
+        f"{type(exc).__name__}: {exc}", gone=gone, timed_out=isinstance(exc, TimeoutError) and not gone
+    )
 
 
 @dataclass(frozen=True)

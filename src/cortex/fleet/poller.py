@@ -2,10 +2,20 @@
 
 ``NeuronState`` is the fleet's mutable knowledge of one neuron: health, devices, memory, load and
 model statuses from ``/health`` + ``/models``, and loadable models from ``/discovery`` (an ``openai``
-neuron: its ``/v1/models``, all loaded). ``Poller``
-polls every neuron's three routes concurrently (all neurons at once, each with a timeout), marks a
-neuron unhealthy after ``unhealthy_after`` consecutive failures and healthy again on its first good
-poll. Requests the fleet itself has in flight are snapshotted at each poll so that the load of a
+neuron: its ``/v1/models``, all loaded). ``Poller`` polls every neuron's three routes concurrently (all
+neurons at once, each with a timeout) and tells slow from dead:
+
+- a refused or dropped connection is evidence of death: the neuron leaves routing at once;
+- a poll that times out is not: the neuron is **slow** (a cortex neuron answers ``/health`` even while
+  busy, so it is overloaded or frozen) and routed around while another neuron can serve. After
+  ``unhealthy_after`` timeouts in a row it is :attr:`NeuronState.stalled`, and the fleet cuts what it has
+  in flight there that has also gone silent (a frozen neuron costs its requests a bounded wait; a busy
+  one still streaming is left alone);
+- any other failure (an error status, a body that breaks the contract) counts towards
+  ``unhealthy_after``, which takes the neuron out of routing;
+- its first good poll restores it, within one poll interval of its recovery.
+
+Requests the fleet itself has in flight are snapshotted at each poll so that the load of a
 neuron can later be estimated as (others' load at poll) + (our load now). The fleet drives the loop.
 """
 
@@ -26,14 +36,16 @@ __all__ = ["LocalLoad", "NeuronState", "Poller"]
 # (requests in flight in total, requests in flight per neuron-visible model id), as the fleet counts them
 LocalLoad = tuple[int, Mapping[str, int]]
 
-_POLL_ERRORS = (NeuronTransportError, ValueError, KeyError, TypeError, TimeoutError)
+_POLL_ERRORS = (ValueError, KeyError, TypeError)  # a body that is not what the contract says
 
 
 @dataclass
 class NeuronState:
     spec: NeuronSpec
     healthy: bool = False
+    slow: bool = False  # the last poll timed out: routed around while another neuron can serve
     consecutive_failures: int = 0
+    consecutive_timeouts: int = 0
     last_error: str | None = None
     last_ok_s: float | None = None
     devices: list[dict[str, Any]] = field(default_factory=list)
@@ -60,6 +72,16 @@ class NeuronState:
     def free_bytes(self) -> int:
         return self.memory_budget_bytes - self.memory_used_bytes - sum(self.reserved_bytes.values())
 
+    def stalled(self, *, unhealthy_after: int) -> bool:
+        """Its last ``unhealthy_after`` polls all timed out: frozen, or starved of CPU."""
+        return self.consecutive_timeouts >= unhealthy_after
+
+    def record_timeout(self, error: str) -> None:
+        """A poll got no answer in time: slow, not dead (see the module docstring)."""
+        self.slow = True
+        self.consecutive_timeouts += 1
+        self.last_error = error
+
     def record_failure(self, error: str, *, unhealthy_after: int) -> None:
         self.consecutive_failures += 1
         self.last_error = error
@@ -68,10 +90,12 @@ class NeuronState:
 
     def record_transport_error(self, exc: NeuronTransportError, *, unhealthy_after: int) -> str:
         """A request failed in transport: refused or dropped connections take the neuron out of routing
-        at once (until a poll succeeds); timeouts count as poll failures. Returns the cause as text."""
+        at once (until a poll succeeds); a timeout makes it slow. Returns the cause as text."""
         cause = str(exc)
         if exc.gone:
             self.mark_down(cause)
+        elif exc.timed_out:
+            self.record_timeout(cause)
         else:
             self.record_failure(cause, unhealthy_after=unhealthy_after)
         return cause
@@ -115,7 +139,8 @@ class NeuronState:
         if sent_s > self.down_at_s:
             self.healthy = status_ok
             self.last_error = None if status_ok else f"status {health.get('status')!r}"
-        self.consecutive_failures = 0
+        self.slow = False
+        self.consecutive_failures = self.consecutive_timeouts = 0
         self.last_ok_s = now_s
 
     def apply_openai(self, catalogue: Mapping[str, Any], *, sent_s: float, now_s: float) -> None:
@@ -140,7 +165,8 @@ class NeuronState:
         if sent_s > self.down_at_s:
             self.healthy = True
             self.last_error = None
-        self.consecutive_failures = 0
+        self.slow = False
+        self.consecutive_failures = self.consecutive_timeouts = 0
         self.last_ok_s = now_s
 
 
@@ -181,9 +207,23 @@ class Poller:
                         client.discovery(timeout_s=self._timeout_s),
                     )
                     state.apply(health, models, discovery, sent_s=sent_s, now_s=time.monotonic())
+        except TimeoutError:
+            self._timed_out(state)
+            return
+        except NeuronTransportError as exc:
+            if exc.timed_out:
+                self._timed_out(state)
+            elif exc.gone:
+                state.mark_down(f"poll failed: {exc}")
+            else:
+                state.record_failure(f"poll failed: {exc}", unhealthy_after=self._unhealthy_after)
+            return
         except _POLL_ERRORS as exc:
             state.record_failure(
                 f"poll failed: {type(exc).__name__}: {exc}", unhealthy_after=self._unhealthy_after
             )
             return
         state.local_at_poll = local
+
+    def _timed_out(self, state: NeuronState) -> None:
+        state.record_timeout(f"no answer to its health check within {self._timeout_s:g} s")

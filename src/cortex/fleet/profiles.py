@@ -180,6 +180,10 @@ class FleetPolicy:
     (in-flight + queued) exceeds the least loaded one's by at most this much.
     ``min_residency_s``: a freshly loaded model cannot be evicted for this long, so the requests that
     waited for it are served before another model may take its place (no A-B-A thrash).
+    ``unhealthy_after``: consecutive failed polls before a neuron leaves routing; when they timed out
+    (the neuron is frozen, not dead), what the fleet has in flight there is cut and fails over.
+    ``stream_idle_timeout_s``: a started answer that sends no byte for this long is cut (a cortex neuron
+    sends keep-alives every ``keepalive_s`` while it has nothing else to send).
     """
 
     eviction: EvictionStrategy = field(
@@ -210,7 +214,20 @@ class FleetPolicy:
     )
     poll_timeout_s: float = field(default=2.0, metadata=_doc("The timeout of one poll.", 5))
     unhealthy_after: int = field(
-        default=3, metadata=_doc("Failed polls in a row before a neuron leaves routing.", 2)
+        default=3,
+        metadata=_doc(
+            "Failed polls in a row before a neuron leaves routing; when they all timed out (frozen, not "
+            "dead: it stays in routing as slow), what the fleet has in flight there and is silent is cut.",
+            2,
+        ),
+    )
+    stream_idle_timeout_s: float = field(
+        default=30.0,
+        metadata=_doc(
+            "A started answer that sends no byte for this long is cut (a cortex neuron sends a keep-alive "
+            "every `keepalive_s` while it has nothing else to send).",
+            60,
+        ),
     )
     affinity_max_imbalance: int = field(
         default=4,
@@ -240,7 +257,13 @@ class FleetPolicy:
             raise FleetConfigError(
                 f"policy: 'eviction' must be one of {list(get_args(EvictionStrategy))}, got {self.eviction!r}"
             )
-        positive = ("max_load_wait_s", "poll_interval_s", "poll_timeout_s", "ttl_sweep_interval_s")
+        positive = (
+            "max_load_wait_s",
+            "poll_interval_s",
+            "poll_timeout_s",
+            "ttl_sweep_interval_s",
+            "stream_idle_timeout_s",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise FleetConfigError(f"policy: {name!r} must be > 0")

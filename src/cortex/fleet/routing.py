@@ -3,7 +3,8 @@
 Order of preference: a healthy neuron where the model is loaded (least loaded first; an affinity
 key's neuron while its load is within ``affinity_max_imbalance`` of the least loaded); else a neuron
 where it is already loading (join that load); else a cold load chosen by ``placement.place``; else
-wait for capacity (busy models will drain) or give up with a reason.
+wait for capacity (busy models will drain) or give up with a reason. A slow neuron (its last health
+check timed out) serves or is joined only when no responsive one can.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def route(
     exclude: Collection[str] = (),
 ) -> RouteDecision:
     usable = [v for v in views if v.healthy and v.name not in exclude]
-    loaded = [v for v in usable if v.status_of(model) == "loaded"]
+    loaded = _responsive_first([v for v in usable if v.status_of(model) == "loaded"])
     if loaded:
         notes = tuple((v.name, f"loaded, load {v.load}") for v in loaded)
         least = min(loaded, key=lambda v: (v.load, v.name))
@@ -67,7 +68,7 @@ def route(
         moved = f" (affinity neuron {affinity_neuron} too loaded or gone)" if affinity_neuron else ""
         reason = f"least loaded of {len(loaded)} neuron(s) with the model loaded: load {least.load}{moved}"
         return RouteDecision(model, "serve", least.name, reason, notes=notes)
-    loading = [v for v in usable if v.status_of(model) == "loading"]
+    loading = _responsive_first([v for v in usable if v.status_of(model) == "loading"])
     if loading:
         target = min(loading, key=lambda v: (v.load, v.name))
         return RouteDecision(model, "join", target.name, "the model is loading there")
@@ -82,3 +83,8 @@ def route(
         return RouteDecision(model, "wait", None, "no room now; busy models will drain", notes=result.notes)
     reason = "; ".join(f"{n}: {note}" for n, note in result.notes) or "no neurons configured"
     return RouteDecision(model, "none", None, reason, notes=result.notes)
+
+
+def _responsive_first(views: list[NeuronView]) -> list[NeuronView]:
+    """The neurons that are not slow, or all of them when every one is."""
+    return [v for v in views if not v.slow] or views

@@ -33,6 +33,7 @@ class ModelSlot:
 class NeuronView:
     """One neuron. ``free_bytes`` is its memory budget minus what is used or reserved by loads;
     ``loadable`` maps each model it can load (from ``/discovery``) to its memory need (0 if unknown).
+    ``slow``: its last health check timed out; routing prefers any other neuron that can serve.
     """
 
     name: str
@@ -41,6 +42,7 @@ class NeuronView:
     free_bytes: int = 0
     models: Mapping[str, ModelSlot] = field(default_factory=dict)
     loadable: Mapping[str, int] = field(default_factory=dict)
+    slow: bool = False
 
     def status_of(self, model: str) -> ModelStatus | None:
         slot = self.models.get(model)

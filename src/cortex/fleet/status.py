@@ -47,6 +47,7 @@ class NeuronStatus:
     name: str
     url: str
     healthy: bool
+    slow: bool  # its last health check timed out (routed around while another neuron can serve)
     consecutive_failures: int
     last_error: str | None
     seconds_since_ok: float | None

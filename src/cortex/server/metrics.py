@@ -213,9 +213,14 @@ def fleet_gauges(status: FleetStatus) -> dict[str, MetricValues]:
             [({"type": k}, float(v)) for k, v in sorted(status.counters.items())],
         ),
         "cortex_neuron_healthy": (
-            "1 when the neuron answers its health checks",
+            "1 when the neuron is in routing (no evidence of death)",
             "gauge",
             [({"neuron": n.name}, float(n.healthy)) for n in neurons],
+        ),
+        "cortex_neuron_slow": (
+            "1 when the neuron's last health check timed out (routed around while another can serve)",
+            "gauge",
+            [({"neuron": n.name}, float(n.slow)) for n in neurons],
         ),
         "cortex_neuron_in_flight_requests": (
             "Requests running on the neuron",

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from cortex import translate
 from cortex.errors import InvalidRequestError
-from cortex.fleet import Fleet, FleetError, FleetUpstream, UpstreamError
+from cortex.fleet import Fleet, FleetError, FleetStreamError, FleetUpstream, UpstreamError
 from cortex.fleet.profiles import NeuronKind
 from cortex.server import sse
 from cortex.server.affinity import affinity_key
@@ -274,6 +274,10 @@ class Relay:
                 yield out
         if out := scanner.flush():
             yield out
+        # a cortex neuron always ends with its terminator; an ``openai`` one may stop after its last choice
+        ended = scanner.ended or (upstream.kind == "openai" and scanner.finished)
+        if not ended:  # the neuron's connection ended mid-stream (a crash between two chunks)
+            raise FleetStreamError(upstream.neuron, "the stream ended before its last event")
 
     async def _translated(
         self,

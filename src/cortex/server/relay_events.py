@@ -6,7 +6,9 @@ between events). It looks inside an event only where metrics need it: the first 
 output (time to first token), the usage (OpenAI: the chunk with a ``usage`` object; Anthropic:
 ``message_start`` and ``message_delta``), and Anthropic's ``message_start`` to put the model name the
 caller used back in. An OpenAI usage-only chunk the caller did not ask for is left out. Nothing else is
-parsed or re-serialised.
+parsed or re-serialised. ``ended`` tells a stream that ran to its end (``data: [DONE]``,
+``message_stop``, or an error event) from one that was cut; ``finished`` says an OpenAI choice with a
+``finish_reason`` has gone out (the only end a third-party server that sends no ``[DONE]`` shows).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ _OPENAI_OUTPUT = re.compile(rb'"(?:content|reasoning_content|text)":"[^"]|"tool_
 _ANTHROPIC_OUTPUT = b"content_block_delta"
 _OPENAI_USAGE = b'"usage":{'
 _ANTHROPIC_USAGE = (b"message_start", b"message_delta")
+_ENDS = {
+    "openai": re.compile(rb'^data: ?(\[DONE\]|\{"error")', re.MULTILINE),
+    "anthropic": re.compile(rb"^event: ?(message_stop|error)\r?$", re.MULTILINE),
+}
+_OPENAI_FINISH = re.compile(rb'"finish_reason": ?"')
 
 
 class StreamScanner:
@@ -36,6 +43,8 @@ class StreamScanner:
         self.first_output_at: float | None = None
         self.usage: dict[str, Any] | None = None  # OpenAI-shaped, for the metrics
         self.started = False  # Anthropic: message_start has gone out (pings are allowed from here)
+        self.ended = False  # its last event (the terminator, or an error) has gone out
+        self.finished = False  # OpenAI: a choice with a finish_reason has gone out
         self._input_usage: dict[str, Any] = {}  # Anthropic: message_start's usage, less output_tokens
 
     def feed(self, data: bytes) -> bytes:
@@ -46,6 +55,10 @@ class StreamScanner:
             self._pending = data
             return b""
         complete, self._pending = data[:end], data[end:]
+        if not self.ended and _ENDS[self._dialect].search(complete) is not None:
+            self.ended = True
+        if self._dialect == "openai" and not self.finished and _OPENAI_FINISH.search(complete) is not None:
+            self.finished = True
         if self.first_output_at is None and self._has_output(complete):
             self.first_output_at = time.monotonic()
         if self._dialect == "openai":

@@ -49,12 +49,18 @@ def _model_state(model_id: str, status: str, load_progress: float | None) -> str
     return f"{model_id} ({status})"
 
 
+def _health(neuron: dict[str, Any]) -> str:
+    if not neuron["healthy"]:
+        return f"DOWN ({neuron.get('last_error') or 'no answer'})"
+    return f"SLOW ({neuron.get('last_error')})" if neuron.get("slow") else "ok"
+
+
 def render_status(status: dict[str, Any]) -> str:
     """Neurons (health, memory, load, models) and models (where loaded, where loadable) as text tables."""
     neuron_rows = [
         [
             n["name"],
-            "ok" if n["healthy"] else f"DOWN ({n.get('last_error') or 'no answer'})",
+            _health(n),
             f"{_gib(n.get('memory_used_bytes'))}/{_gib(n.get('memory_budget_bytes'))} GiB",
             f"{n.get('in_flight') or 0} running, {n.get('queued') or 0} queued",
             f"{n.get('decode_tokens_per_s') or 0:.0f} tok/s",
