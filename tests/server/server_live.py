@@ -15,12 +15,14 @@ from loopback import drop_connections
 
 
 class LiveServer:
-    def __init__(self, app: Any, *, graceful_s: float | None = None) -> None:
+    def __init__(self, app: Any, *, graceful_s: float | None = None, http: Any = "auto") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=graceful_s)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=graceful_s, http=http
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -51,8 +53,8 @@ class LiveServer:
 
 
 @contextmanager
-def serve(app: Any, *, graceful_s: float | None = None) -> Iterator[LiveServer]:
-    server = LiveServer(app, graceful_s=graceful_s).start()
+def serve(app: Any, *, graceful_s: float | None = None, http: Any = "auto") -> Iterator[LiveServer]:
+    server = LiveServer(app, graceful_s=graceful_s, http=http).start()
     try:
         yield server
     finally:

@@ -124,6 +124,15 @@ class GatewayConfig(_Section):
         "response.",
         examples=[5],
     )
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request must arrive whole (head and body) within this long of its connection "
+        "opening or of its first byte; else its connection is closed (after a 408 while the head is "
+        "incomplete), so a silent or trickling (slowloris) connection is not held. Responses are not "
+        "bounded by it. The metrics listener's too.",
+        examples=[60],
+    )
     state_dir: Path = Field(
         default=Path(DEFAULT_STATE_DIR),
         description="The folder of what the gateway keeps itself: the Responses store.",
@@ -326,6 +335,14 @@ class NeuronConfig(_Section):
     )
     max_body_bytes: ByteSize = Field(
         default=32 * 2**20, description="Larger request bodies get 413.", examples=["64MiB"]
+    )
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request must arrive whole (head and body) within this long of its connection "
+        "opening or of its first byte; else its connection is closed (after a 408 while the head is "
+        "incomplete), so a silent or trickling (slowloris) connection is not held.",
+        examples=[60],
     )
     api_keys: ApiKeys = Field(
         default=(),

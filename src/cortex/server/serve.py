@@ -17,6 +17,7 @@ import uvloop
 from litestar import Litestar
 
 from cortex.server.config import CortexConfig, NeuronConfig
+from cortex.server.http_protocol import bounded_request_protocol
 
 log = logging.getLogger("cortex.serve")
 
@@ -26,10 +27,11 @@ def configure_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
 
 
-def _config(app: Litestar, **options: Any) -> uvicorn.Config:
+def _config(app: Litestar, *, request_timeout_s: float, **options: Any) -> uvicorn.Config:
     """uvicorn with httptools' C parser (instead of h11) and uvloop's event loop (instead of asyncio's),
-    chosen by benchmarks/gateway.py (docs/benchmarks.md)."""
-    return uvicorn.Config(app, loop="uvloop", http="httptools", **options)
+    chosen by benchmarks/gateway.py (docs/benchmarks.md); a request must arrive within
+    ``request_timeout_s`` (:mod:`cortex.server.http_protocol`)."""
+    return uvicorn.Config(app, loop="uvloop", http=bounded_request_protocol(request_timeout_s), **options)
 
 
 def _gateway_servers(config: CortexConfig, app: Litestar) -> list[uvicorn.Server]:
@@ -39,7 +41,12 @@ def _gateway_servers(config: CortexConfig, app: Litestar) -> list[uvicorn.Server
     listen = config.gateway.listen
     # uvicorn's access log is process-wide: in the embedded default the local neuron's polls show too
     api = _config(
-        app, host=listen.host, port=listen.port, log_level="info", access_log=config.gateway.access_log
+        app,
+        request_timeout_s=config.gateway.request_timeout_s,
+        host=listen.host,
+        port=listen.port,
+        log_level="info",
+        access_log=config.gateway.access_log,
     )
     servers = [uvicorn.Server(api)]
     metrics = _metrics_server(config, create_metrics_app(app.state.metrics))
@@ -55,6 +62,7 @@ def _metrics_server(config: CortexConfig, metrics_app: Litestar) -> uvicorn.Serv
     return uvicorn.Server(
         _config(
             metrics_app,
+            request_timeout_s=config.gateway.request_timeout_s,
             host=listen.host,
             port=listen.port,
             log_config=None,  # uvicorn's logging is process-wide: the API server's Config sets it
@@ -98,7 +106,7 @@ def serve_neuron(config: NeuronConfig) -> None:
         access_log=config.access_log,
         timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
         loop="uvloop",
-        http="httptools",
+        http=bounded_request_protocol(config.request_timeout_s),
     )
 
 
@@ -122,7 +130,13 @@ async def _serve_embedded(config: CortexConfig, *, demo_preset: str) -> None:
     models = await asyncio.to_thread(prepare_models, config, demo_preset=demo_preset)
     sock = _loopback_socket()
     gateway = embedded_gateway(config, neuron_url=f"http://127.0.0.1:{sock.getsockname()[1]}", models=models)
-    neuron_server = uvicorn.Server(_config(create_neuron(config.neuron), log_config=None, log_level=None))
+    neuron = _config(
+        create_neuron(config.neuron),
+        request_timeout_s=config.neuron.request_timeout_s,
+        log_config=None,
+        log_level=None,
+    )
+    neuron_server = uvicorn.Server(neuron)
     servers = _gateway_servers(config, gateway)
     log.info(
         "cortex gateway on http://%s with a local neuron over %s",
