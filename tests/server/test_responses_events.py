@@ -1,56 +1,24 @@
-"""The gateway's reading of a Responses stream: events pass whole, lifecycle events get the gateway's
-fields, the terminal Response is kept, partial events wait for the rest of their bytes."""
+"""ResponsesScanner: ``ended`` tells a Responses stream that ran to its end (a terminal event or an error)
+from one cut between two events (which the gateway then ends with an error event of its own)."""
 
 from __future__ import annotations
 
-import json
+import pytest
 
-from cortex.server.responses_events import ResponsesScanner, chat_usage
+from cortex.server.responses_events import ResponsesScanner
 
-
-def _event(kind: str, data: object) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def test_lifecycle_events_are_patched_and_the_final_response_kept():
-    scanner = ResponsesScanner(lambda response: response.update(model="alias", store=True))
-    created = _event("response.created", {"type": "response.created", "response": {"id": "r", "model": "m"}})
-    delta = _event("response.output_text.delta", {"type": "response.output_text.delta", "delta": "hi"})
-    usage = {
-        "input_tokens": 3,
-        "output_tokens": 2,
-        "total_tokens": 5,
-        "input_tokens_details": {"cached_tokens": 1},
-    }
-    done = _event(
-        "response.completed", {"type": "response.completed", "response": {"id": "r", "usage": usage}}
-    )
-    stream = created + b": keep-alive\n\n" + delta + done
-    out = scanner.feed(stream[:10]) + scanner.feed(stream[10:-5])
-    assert scanner.final is None  # its last bytes have not arrived
-    out += scanner.feed(stream[-5:]) + scanner.flush()
-    events = [e for e in out.split(b"\n\n") if e]
-    assert json.loads(events[0].partition(b"data: ")[2])["response"] == {
-        "id": "r",
-        "model": "alias",
-        "store": True,
-    }
-    assert events[1] == b": keep-alive"
-    assert events[2] + b"\n\n" == delta
-    assert scanner.final == {"id": "r", "usage": usage, "model": "alias", "store": True}
-    assert scanner.usage == chat_usage(usage)
-    assert scanner.usage["prompt_tokens"] == 3
-    assert scanner.first_output_at is not None
+CREATED = b'event: response.created\ndata: {"type":"response.created","response":{"id":"r"}}\n\n'
+DELTA = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"hi"}\n\n'
+DONE = b'event: response.completed\ndata: {"type":"response.completed","response":{"id":"r"}}\n\n'
+ERROR = b'data: {"error":{"message":"x","type":"server_error"}}\n\n'
 
 
-def test_undecodable_or_odd_lifecycle_events_pass_unchanged():
-    scanner = ResponsesScanner(lambda response: response.update(model="alias"))
-    odd = b"event: response.created\ndata: {not json\n\n" + _event("response.in_progress", {"response": 7})
-    assert scanner.feed(odd) == odd
-    assert scanner.flush() == b""
-    tail = _event("response.failed", {"response": {"id": "r"}})[:-2]  # no blank line at the end
-    assert scanner.feed(tail) == b""
-    assert b'"model":"alias"' in scanner.flush()
-    assert scanner.final == {"id": "r", "model": "alias"}
-    assert scanner.usage is None
-    assert chat_usage("nope") is None
+@pytest.mark.parametrize(
+    ("stream", "ended"),
+    [(CREATED + DELTA + DONE, True), (CREATED + DELTA + ERROR, True), (CREATED + DELTA, False)],
+    ids=["completed", "error", "cut"],
+)
+def test_a_responses_stream_has_ended_only_after_its_last_event(stream, ended):
+    scanner = ResponsesScanner(lambda response: None)
+    scanner.feed(stream)
+    assert scanner.ended is ended

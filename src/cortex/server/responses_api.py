@@ -28,7 +28,7 @@ from litestar.response import Stream
 
 from cortex import translate
 from cortex.errors import InvalidRequestError
-from cortex.fleet import FleetUpstream
+from cortex.fleet import FleetStreamError, FleetUpstream
 from cortex.fleet.profiles import NeuronKind
 from cortex.server import sse
 from cortex.server.affinity import affinity_key
@@ -143,6 +143,8 @@ class ResponsesGateway:
                     yield out
             if out := scanner.flush():
                 yield out
+            if not scanner.ended:  # the neuron's connection ended mid-stream (a crash between two events)
+                raise FleetStreamError(upstream.neuron, "the stream ended before its last event")
 
         events = self.relay.stream(opening, meter, error_dialect="openai", scanner=scanner, passes=passes)
         return Stream(events, media_type="text/event-stream", headers=sse.HEADERS)

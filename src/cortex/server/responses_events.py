@@ -6,7 +6,8 @@ partial one. Every event passes unchanged except the lifecycle events (``respons
 ``.in_progress``, ``.completed``, ``.incomplete``, ``.failed``), whose Response gets the gateway's
 fields (``patch``: the model name the caller used, ``previous_response_id``, ``store``) and is
 re-serialised; the terminal one's Response is kept in :attr:`final` for the store, and its usage (as
-OpenAI Chat Completions usage) for the metrics. Deltas are never parsed.
+OpenAI Chat Completions usage) for the metrics. Deltas are never parsed. :attr:`ended` tells a stream
+that ran to its end (a terminal event, or an error) from one that was cut.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cortex.server.relay_events import complete_end
 _BOUNDARY = re.compile(rb"\r?\n\r?\n")
 _LIFECYCLE = (b"response.created", b"response.in_progress", b"response.queued")
 _TERMINAL = (b"response.completed", b"response.incomplete", b"response.failed")
+_ERROR = re.compile(rb'data: ?\{"error"')  # an error after the 200 (OpenAI's envelope, unnamed)
 _OUTPUT = (b"response.output_text.delta", b"response.reasoning_text.delta", b"response.output_item.added")
 
 
@@ -33,6 +35,7 @@ class ResponsesScanner:
         self.final: dict[str, Any] | None = None
         self.usage: dict[str, Any] | None = None  # OpenAI-shaped, for the metrics
         self.first_output_at: float | None = None
+        self.ended = False  # a terminal or an error event has gone out
 
     def feed(self, data: bytes) -> bytes:
         """The complete events of ``pending + data``, to pass on."""
@@ -54,6 +57,8 @@ class ResponsesScanner:
         kind = name.removeprefix(b"event:").strip()
         if self.first_output_at is None and kind in _OUTPUT:
             self.first_output_at = time.monotonic()
+        if kind in _TERMINAL or _ERROR.match(event):
+            self.ended = True
         if kind not in _LIFECYCLE and kind not in _TERMINAL:
             return event + b"\n\n"
         try:
