@@ -1,37 +1,57 @@
-"""Every notebook in notebooks/ runs top to bottom, as Jupyter would run it (top-level await included)."""
+"""Every notebook in notebooks/ runs top to bottom in a Jupyter kernel (nbclient with ipykernel, as
+Jupyter runs it: one kernel per notebook, its event loop running, top-level await), and none is
+committed with outputs."""
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import inspect
-import json
+import os
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+CELL_TIMEOUT_S = 300
 
 
-def _code_cells(path: Path) -> list[str]:
-    notebook = json.loads(path.read_text(encoding="utf-8"))
-    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+@pytest.fixture(autouse=True)
+def _kernel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path: Path):
-    namespace: dict[str, object] = {"__name__": "__main__"}
-    loop = asyncio.new_event_loop()
-    try:
-        for index, source in enumerate(_code_cells(path)):
-            code = compile(source, f"{path.name}[cell {index}]", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-            result = eval(code, namespace)
-            if inspect.iscoroutine(result):
-                loop.run_until_complete(result)
-    finally:
-        loop.close()
+def test_notebook_runs(path: Path, tmp_path: Path):
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
+    assert not errors
 
 
-def test_there_is_a_notebook():
-    assert NOTEBOOKS
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_committed_without_outputs(path: Path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name} cell {index} has outputs: clear them before committing"
+            assert cell.execution_count is None, f"{path.name} cell {index} has an execution count"
+
+
+def test_the_notebooks_are_there():
+    assert {p.name for p in NOTEBOOKS} >= {"quickstart.ipynb", "fleet.ipynb", "translate.ipynb"}
