@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup-env.sh test) and runs every check CI runs: ruff (lint and format),
-# mypy, and the whole pytest suite with warnings as errors and branch coverage of cortex.translate.
-# Extra arguments go to pytest (e.g. scripts/test.sh tests/translate -x).
+# mypy, the whole pytest suite with warnings as errors and branch coverage of cortex.translate, the
+# notebooks executed in a Jupyter kernel, the documentation site built with `mkdocs build --strict`
+# and its internal links checked. Extra arguments go to pytest alone (e.g. scripts/test.sh tests/translate -x).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -36,13 +37,26 @@ echo "== ruff format --check"; "$bin/ruff" format --check .
 echo "== mypy"; "$bin/mypy"
 echo "== pytest"
 status=0
+whole=0
 if [ "$#" -eq 0 ]; then
-  # The whole suite: cortex.translate must be covered branch for branch.
-  set -- --cov=cortex.translate --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
+  # The whole suite: cortex.translate must be covered branch for branch. The notebooks and the
+  # documentation site follow as steps of their own, so that CI's output shows each of them.
+  whole=1
+  set -- --cov=cortex.translate --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100 \
+    --deselect tests/test_notebooks.py::test_notebook_runs
 fi
 "$bin/python" -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests"
   status=0
+fi
+if [ "$whole" -eq 1 ]; then
+  echo "== notebooks (each executed top to bottom in a Jupyter kernel by nbclient)"
+  "$bin/python" -m pytest -v --no-header -p no:cacheprovider tests/test_notebooks.py -k test_notebook_runs \
+    || status=$?
+  echo "== mkdocs build --strict (the documentation site, into site/)"
+  NO_MKDOCS_2_WARNING=1 "$bin/mkdocs" build --strict || status=$?
+  echo "== link check (the site's internal links)"
+  "$bin/python" scripts/check_links.py site || status=$?
 fi
 exit "$status"

@@ -4,6 +4,7 @@
     edge.py           the HTTP edge: request bodies, dialect detection, errors in the caller's dialect
     auth.py           optional API keys          errors.py  the servers' exception tree
     config.py         cortex.toml schema, loading, environment overrides (the only reader of os.environ)
+    config_reference.py  every key of cortex.toml and models.toml, as the docs' generated reference
     metrics.py        Prometheus metrics and the scrape-time gauges, per-app registries
     sse.py            SSE encoding, keep-alives and the neuron's event streams
 
