@@ -281,7 +281,7 @@ class Engine:
                 prepare_cpu_model(model, _torch_dtype(dtype_name))
             return cls(model, model_config, config, tokenizer=tokenizer)
         model_config = ModelConfig.from_hf(path)
-        executor = ParallelExecutor.start(path, model_config, config, kernels=backend)
+        executor = ParallelExecutor.start(path, model_config, config, kernels=backend, progress=progress)
         try:
             return cls(executor, model_config, config, tokenizer=tokenizer)
         except BaseException:

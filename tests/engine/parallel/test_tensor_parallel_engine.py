@@ -12,6 +12,7 @@ from hf_checkpoints import ARCHS, build_hf_model, save_checkpoint
 
 from cortex.engine.engine import Engine
 from cortex.engine.errors import ShardingError
+from cortex.engine.progress import ProgressSnapshot
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.structured.params import StructuredOutputsParams
 from cortex.errors import InvalidRequestError
@@ -64,9 +65,25 @@ def test_structured_outputs_are_refused_with_a_clear_error(tensor_parallel_engin
     assert tensor_parallel_engine.generate([[1, 2, 3]], SamplingParams(max_tokens=2))[0].token_ids
 
 
-@pytest.fixture
-def tensor_parallel_engine(hf_checkpoint):
+def test_a_tensor_parallel_load_reports_rank_0s_progress_in_the_engines_process(
+    tensor_parallel_engine, load_progress
+):
+    fractions = [snapshot.fraction for snapshot in load_progress]
+    assert fractions == sorted(fractions)
+    assert (fractions[0], fractions[-1]) == (0.0, 1.0)
+    assert load_progress[-1].done
+    assert load_progress[-1].tensors_done == load_progress[-1].tensors_total > 1
+
+
+@pytest.fixture(scope="module")
+def load_progress() -> list[ProgressSnapshot]:
+    """What the module's tensor-parallel engine reported while it loaded."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def tensor_parallel_engine(hf_checkpoint, load_progress):
     with Engine.from_pretrained(
-        hf_checkpoint("qwen3").path, tensor_parallel_size=2, max_model_len=128
+        hf_checkpoint("qwen3").path, tensor_parallel_size=2, max_model_len=128, progress=load_progress.append
     ) as engine:
         yield engine

@@ -45,6 +45,7 @@ from cortex.engine.errors import RankFailedError, ShardingError
 from cortex.engine.kernels.selection import KernelBackend
 from cortex.engine.parallel.protocol import (
     AllocateCaches,
+    LoadProgress,
     RankError,
     RankLoaded,
     RankMessage,
@@ -56,6 +57,7 @@ from cortex.engine.parallel.protocol import (
     SupervisorMessage,
 )
 from cortex.engine.parallel.shard_config import shard_config
+from cortex.engine.progress import ProgressCallback, ProgressReporter
 from cortex.engine.sampling import SamplerOutput
 from cortex.engine.step_input import StepInput
 
@@ -121,6 +123,7 @@ class ParallelExecutor:
         self.devices = config.rank_devices
         self.free_memory_bytes: int | None = None  # the least free on any rank's device, once loaded
         self.on_failure: Callable[[RankFailedError], None] | None = None
+        self._load_progress: ProgressCallback | None = None  # rank 0's snapshots go here while loading
         self._ranks = list(ranks)
         self._store_dir = store_dir
         self._rank_timeout_s = config.rank_timeout_s
@@ -133,9 +136,18 @@ class ParallelExecutor:
 
     @classmethod
     def start(
-        cls, folder: str | Path, model_config: ModelConfig, config: EngineConfig, *, kernels: KernelBackend
+        cls,
+        folder: str | Path,
+        model_config: ModelConfig,
+        config: EngineConfig,
+        *,
+        kernels: KernelBackend,
+        progress: ProgressCallback | None = None,
     ) -> ParallelExecutor:
         """Start ``config.tensor_parallel_size`` ranks over ``folder`` and wait until all have loaded.
+
+        ``progress`` receives rank 0's loading progress, as ``load_model`` reports it on one device
+        (None: a ``ProgressReporter`` in this process).
 
         Raises ShardingError (before starting anything) when the model does not split over the ranks,
         and RankFailedError when a rank fails or the load passes ``config.load_timeout_s``.
@@ -168,11 +180,14 @@ class ParallelExecutor:
             shutil.rmtree(store_dir, ignore_errors=True)
             raise
         executor = cls(ranks, rank_config=rank_config, store_dir=store_dir, config=config)
+        executor._load_progress = progress or ProgressReporter()
         try:
             loaded = executor._gather(RankLoaded, timeout_s=config.load_timeout_s, doing="loading the model")
         except BaseException:
             executor.close()
             raise
+        finally:
+            executor._load_progress = None
         frees = [answer.free_memory_bytes for answer in loaded if answer.free_memory_bytes is not None]
         executor.free_memory_bytes = min(frees) if frees else None
         return executor
@@ -248,7 +263,9 @@ class ParallelExecutor:
         except (EOFError, OSError):
             self._fail(self._exit_reason(rank, doing))
             return
-        if isinstance(message, RankError):
+        if isinstance(message, LoadProgress) and self._load_progress is not None:
+            self._load_progress(message.snapshot)
+        elif isinstance(message, RankError):
             self._fail(f"rank {rank} failed {doing}:\n{message.message}")
         elif not isinstance(message, kind):
             self._fail(f"rank {rank} answered {type(message).__name__} {doing}, expected {kind.__name__}")

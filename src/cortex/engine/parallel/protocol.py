@@ -4,6 +4,7 @@ Each rank has its own ``multiprocessing`` pipe to the supervisor; messages are p
 The conversation of one rank, in order::
 
     supervisor -> rank: (the process starts with a RankSpec)
+    rank -> supervisor: LoadProgress ...       rank 0 only: after each tensor it has read
     rank -> supervisor: RankLoaded             weights loaded, group formed
     supervisor -> rank: AllocateCaches         the cache plan every rank allocates
     rank -> supervisor: RankReady
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from cortex.engine.cache.cache_plan import CachePlan
 from cortex.engine.kernels.selection import KernelBackend
+from cortex.engine.progress import ProgressSnapshot
 from cortex.engine.sampling import SamplerOutput
 from cortex.engine.step_input import StepInput
 
@@ -38,6 +40,11 @@ class RankSpec:
     store_path: str  # the torch.distributed FileStore the group forms through (a private temp folder)
     collective_timeout_s: float  # every collective of the group fails after this long
     num_threads: int  # torch's intra-op threads on this rank
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProgress:
+    snapshot: ProgressSnapshot  # rank 0's; the others load in step with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,5 +83,5 @@ class RankError:
     message: str  # the rank's traceback
 
 
-RankMessage = RankLoaded | RankReady | StepDone | RankError
+RankMessage = LoadProgress | RankLoaded | RankReady | StepDone | RankError
 SupervisorMessage = AllocateCaches | RunStep | Shutdown

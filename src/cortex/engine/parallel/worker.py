@@ -35,6 +35,7 @@ from cortex.engine.models.weights import load_model
 from cortex.engine.parallel.parallel_layers import parallelize
 from cortex.engine.parallel.protocol import (
     AllocateCaches,
+    LoadProgress,
     RankError,
     RankLoaded,
     RankReady,
@@ -44,7 +45,7 @@ from cortex.engine.parallel.protocol import (
     StepDone,
 )
 from cortex.engine.parallel.sharding import RankShard
-from cortex.engine.progress import ProgressSnapshot
+from cortex.engine.progress import ProgressCallback
 from cortex.engine.runner import ModelRunner
 
 _SUPERVISOR_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
@@ -66,8 +67,12 @@ def run_rank(spec: RankSpec, conn: Connection) -> None:
         os._exit(1)
 
 
-def _unreported(snapshot: ProgressSnapshot) -> None:
-    """The other ranks load in step with rank 0, whose progress is the one shown."""
+def _load_progress(spec: RankSpec, conn: Connection) -> ProgressCallback:
+    """Rank 0 hands each snapshot to the supervisor, which reports it as a one-device load reports its
+    own; the other ranks load in step with rank 0 and report nothing."""
+    if spec.rank != 0:
+        return lambda _snapshot: None
+    return lambda snapshot: conn.send(LoadProgress(snapshot))
 
 
 def _init_group(spec: RankSpec, device: torch.device) -> None:
@@ -94,7 +99,7 @@ def _serve(spec: RankSpec, conn: Connection) -> None:
         dtype=spec.dtype,
         device=device,
         kernels=spec.kernels,
-        progress=None if spec.rank == 0 else _unreported,
+        progress=_load_progress(spec, conn),
         shard=shard,
     )
     if device.type == "cpu":
