@@ -34,13 +34,15 @@ _SPHINX_ROLE = re.compile(r":(?:class|meth|func|mod|attr|exc|data|obj):(?=<code>
 _HTTP_INTRO = {
     "neuron": (
         "Generated from the neuron app's OpenAPI schema (`cortex.server.neuron`), which a running neuron "
-        "also serves at `/schema/openapi.json` ([download it](neuron-openapi.json)). What each route "
+        "also serves at `/schema/openapi.json` (with `[neuron] api_keys` set, to a caller with a key; "
+        "[download it](neuron-openapi.json)). What each route "
         "answers and how the fleet relies on it: [servers.md](../servers.md#neuron-api) and the "
         "[neuron contract](../fleet.md#neuron-contract)."
     ),
     "gateway": (
         "Generated from the gateway app's OpenAPI schema (`cortex.server.gateway`), which a running "
-        "gateway also serves at `/schema/openapi.json` ([download it](gateway-openapi.json)); "
+        "gateway also serves at `/schema/openapi.json`, and as a browsable page at `/schema` (with "
+        "`[auth] api_keys` set, to a caller with a key; [download it](gateway-openapi.json)); "
         "`/metrics` is on its own listener ([metrics.md](../metrics.md)). How requests are routed, "
         "relayed and failed over: [servers.md](../servers.md#gateway-api)."
     ),
