@@ -27,7 +27,8 @@ When flash-linear-attention does not install, the peer columns say so and the re
     python benchmarks/bench_gated_delta.py --device cuda --models 9b                # the target's shape
     TRITON_INTERPRET=1 python benchmarks/bench_gated_delta.py --device cpu --tiny   # a dry run
 
-``cases`` is the entry point ``benchmarks/kernels.py`` uses to put these rows in its table. CPU timings
+``cases`` (the rows, one at a time), ``measure`` and ``table_row`` let another script (a table of every
+kernel) take these rows. Rows are printed as they are measured, the target's shape first. CPU timings
 (the dry run) say nothing about GPU speed.
 """
 
@@ -38,7 +39,7 @@ import dataclasses
 import importlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,7 @@ from cortex.engine.kernels.selection import KernelBackend, resolve_kernels
 H200_BYTES_PER_S = 4.8e12
 H200_BF16_FLOPS = 989e12
 PREFILL_TARGET_MS = 0.34  # issue 10, at 16 q/k heads, 32 v heads, head dim 128
+TARGET_V_HEADS = 32
 DECODE_BATCH = 32
 RAGGED_LENS = (1, 63, 64, 65, 999, 3000, 2000, 2000)  # 8192 tokens: short, chunk - 1, chunk, chunk + 1
 
@@ -381,23 +383,22 @@ def _attach_peer(case: Case, peer: Callable[[], Peer], ours_output: Callable[[],
     return dataclasses.replace(case, peer=built, error_vs_peer=rel_rms(ours_output(), theirs))
 
 
-def cases(device: torch.device, *, tiny: bool = False, models: str = "") -> list[Case]:
-    """Every row of the table (building them runs each kernel and its peer once, for the error column),
-    for the head shapes whose model names contain ``models``."""
+def cases(device: torch.device, *, tiny: bool = False, models: str = "") -> Iterator[Case]:
+    """Every row of the table, one at a time (building one runs its kernel and its peer once, for the
+    error column), for the head shapes whose model names contain ``models``; the target's shape first."""
     if resolve_kernels("triton", device) != "triton":  # raises KernelUnavailableError with the reason
         raise RuntimeError("the Triton kernels cannot run here")
     lens = (1, 15, 64, 65, 100) if tiny else RAGGED_LENS
     long = (130,) if tiny else (8192,)
-    out: list[Case] = []
-    for shape in (s for s in linear_shapes(tiny) if models in s.models):
-        out.append(prefill_case(shape, device, long, fresh=True, state_dtype=torch.float32))
+    shapes = sorted(linear_shapes(tiny), key=lambda s: s.num_v_heads != TARGET_V_HEADS)
+    for shape in (s for s in shapes if models in s.models):
+        yield prefill_case(shape, device, long, fresh=True, state_dtype=torch.float32)
         for state_dtype in (torch.float32, torch.bfloat16):
-            out.append(prefill_case(shape, device, lens, fresh=False, state_dtype=state_dtype))
+            yield prefill_case(shape, device, lens, fresh=False, state_dtype=state_dtype)
         for num_seqs, state_dtype in ((1, torch.float32), (32, torch.float32), (32, torch.bfloat16)):
-            out.append(decode_case(shape, device, num_seqs, 1, state_dtype))
-        out.append(decode_case(shape, device, 8, 4, torch.float32))
-        out.extend(conv_cases(shape, device, lens))
-    return out
+            yield decode_case(shape, device, num_seqs, 1, state_dtype)
+        yield decode_case(shape, device, 8, 4, torch.float32)
+        yield from conv_cases(shape, device, lens)
 
 
 def time_ms(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> float:
@@ -420,26 +421,26 @@ def measure(case: Case, device: torch.device, repeats: int = 3) -> Row:
     return Row(case, time_ms(case.ours, device, repeats), time_ms(case.reference, device, repeats), peer_ms)
 
 
-def table(rows: list[Row]) -> str:
-    header = (
-        "| op | models | setup | ours ms | ref ms | peer | peer ms | x peer | TB/s | TFLOP/s "
-        "| % HBM | % bf16 | rel err vs peer |"
+HEADER = (
+    "| op | models | setup | ours ms | ref ms | peer | peer ms | x peer | TB/s | TFLOP/s "
+    "| % HBM | % bf16 | rel err vs peer |\n|" + "---|" * 13
+)
+
+
+def table_row(row: Row) -> str:
+    """One markdown row under ``HEADER``."""
+    c = row.case
+    tb = c.bytes_moved / (row.ours_ms * 1e-3) / 1e12
+    tf = c.flops / (row.ours_ms * 1e-3) / 1e12
+    peer = c.peer.name if c.peer else c.peer_missing
+    peer_ms = f"{row.peer_ms:.4f}" if row.peer_ms is not None else "-"
+    ratio = f"{row.peer_ms / row.ours_ms:.2f}" if row.peer_ms is not None else "-"
+    error = f"{c.error_vs_peer:.1e}" if c.error_vs_peer is not None else "-"
+    return (
+        f"| {c.op} | {c.models} | {c.setup} | {row.ours_ms:.4f} | {row.reference_ms:.3f} | {peer} "
+        f"| {peer_ms} | {ratio} | {tb:.3f} | {tf:.1f} | {100 * tb * 1e12 / H200_BYTES_PER_S:.1f} "
+        f"| {100 * tf * 1e12 / H200_BF16_FLOPS:.1f} | {error} |"
     )
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for row in rows:
-        c = row.case
-        tb = c.bytes_moved / (row.ours_ms * 1e-3) / 1e12
-        tf = c.flops / (row.ours_ms * 1e-3) / 1e12
-        peer = c.peer.name if c.peer else c.peer_missing
-        peer_ms = f"{row.peer_ms:.4f}" if row.peer_ms is not None else "-"
-        ratio = f"{row.peer_ms / row.ours_ms:.2f}" if row.peer_ms is not None else "-"
-        error = f"{c.error_vs_peer:.1e}" if c.error_vs_peer is not None else "-"
-        lines.append(
-            f"| {c.op} | {c.models} | {c.setup} | {row.ours_ms:.4f} | {row.reference_ms:.3f} | {peer} "
-            f"| {peer_ms} | {ratio} | {tb:.3f} | {tf:.1f} | {100 * tb * 1e12 / H200_BYTES_PER_S:.1f} "
-            f"| {100 * tf * 1e12 / H200_BF16_FLOPS:.1f} | {error} |"
-        )
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -449,11 +450,12 @@ def main() -> None:
     parser.add_argument("--models", default="", help="only the shapes of models whose name contains this")
     args = parser.parse_args()
     device = torch.device(args.device)
-    rows = [measure(case, device) for case in cases(device, tiny=args.tiny, models=args.models)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (Triton interpreter)"
     print(f"Gated DeltaNet kernels on {name}, torch {torch.__version__}")
     print(f"target: 1 x 8192 prefill at 16 q/k heads, 32 v heads, head dim 128 <= {PREFILL_TARGET_MS} ms")
-    print(table(rows))
+    print(HEADER)
+    for case in cases(device, tiny=args.tiny, models=args.models):  # each row as soon as it is measured
+        print(table_row(measure(case, device)), flush=True)
 
 
 if __name__ == "__main__":
