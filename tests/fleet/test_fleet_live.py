@@ -122,6 +122,27 @@ async def test_affinity_is_sticky_until_overloaded(serve: Serve) -> None:
         assert "affinity" in fleet.explain("m", affinity_key="session-1")["reason"]
 
 
+async def test_a_new_conversation_starts_where_its_shared_prefix_went(serve: Serve) -> None:
+    a = serve(FakeNeuron("a", {"m": GB}, loaded=["m"], extra_queued=1))
+    b = serve(FakeNeuron("b", {"m": GB}, loaded=["m"]))
+    async with make_fleet([a, b], affinity_max_imbalance=2) as fleet:
+        assert await chat(fleet, "m", affinity_key="c1", prefix_key="system-1") == "b"  # least loaded
+        a.neuron.extra_queued, b.neuron.extra_queued = 0, 2  # b busier, within the allowed imbalance
+        await fleet.refresh()
+        assert "affinity" in fleet.explain("m", affinity_key="c2", prefix_key="system-1")["reason"]
+        assert await chat(fleet, "m", affinity_key="c2", prefix_key="system-1") == "b"  # where system-1 is
+        assert (
+            await chat(fleet, "m", affinity_key="c3", prefix_key="system-2") == "a"
+        )  # unknown: least loaded
+        b.neuron.extra_queued = 3  # beyond it: a new conversation goes to the least loaded, and system-1 too
+        await fleet.refresh()
+        assert await chat(fleet, "m", affinity_key="c4", prefix_key="system-1") == "a"
+        b.neuron.extra_queued = 0
+        await fleet.refresh()
+        assert await chat(fleet, "m", affinity_key="c5", prefix_key="system-1") == "a"
+        assert await chat(fleet, "m", affinity_key="c1", prefix_key="system-1") == "b"  # its own key first
+
+
 async def test_cold_load_on_demand_prefers_preferred_neuron(serve: Serve) -> None:
     a = serve(FakeNeuron("a", {"m": GB}, memory_budget_bytes=16 * GB))
     b = serve(FakeNeuron("b", {"m": GB}, memory_budget_bytes=4 * GB))

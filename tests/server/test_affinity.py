@@ -1,12 +1,13 @@
 """affinity_key: every turn of one conversation gets the same key, in each dialect; different
-conversations (other users' first questions under the same system prompt) get different ones."""
+conversations (other users' first questions under the same system prompt) get different ones.
+shared_prefix_key: what those conversations share (system prompt and tools) gets one key."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from cortex.server.affinity import affinity_key
+from cortex.server.affinity import affinity_key, shared_prefix_key
 
 SYSTEM = "You are a careful assistant."
 
@@ -60,3 +61,29 @@ def test_a_session_id_or_a_user_wins_over_the_conversation_start():
     assert affinity_key({}, {**body, "metadata": {"user_id": "u-1"}}) == "user:u-1"
     assert affinity_key({}, {**body, "user": "u-2"}) == "user:u-2"
     assert affinity_key({}, body).startswith("prefix:")
+
+
+def test_conversations_sharing_a_system_prompt_and_tools_share_a_prefix_key():
+    tools = [{"name": "Bash", "input_schema": {"type": "object"}}]
+    billing = {"type": "text", "text": "x-anthropic-billing-header: cc_version=1; cch=a1;"}
+    system = [billing, {"type": "text", "text": SYSTEM}]
+
+    def body(question: str, **changes: Any) -> dict[str, Any]:
+        return {
+            "system": system,
+            "tools": tools,
+            "messages": [{"role": "user", "content": question}],
+        } | changes
+
+    key = shared_prefix_key(body("Say hi."))
+    assert key is not None
+    assert key.startswith("shared:")
+    assert shared_prefix_key(body("Bye.")) == key  # another conversation, the same prefix
+    other_billing = [{**billing, "text": "x-anthropic-billing-header: cc_version=1; cch=b2;"}, system[1]]
+    assert shared_prefix_key(body("Bye.", system=other_billing)) == key  # the per-request hint is left out
+    assert affinity_key({}, body("Bye.", system=other_billing)) == affinity_key({}, body("Bye."))
+    assert shared_prefix_key(body("Say hi.", tools=[])) != key
+    assert affinity_key({}, body("Say hi.")) != affinity_key({}, body("Bye."))
+    openai = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Say hi."}]
+    assert shared_prefix_key({"messages": openai}) == shared_prefix_key({"messages": [openai[0]]})
+    assert shared_prefix_key({"messages": openai[1:]}) is None  # nothing shared to route by

@@ -18,6 +18,7 @@ import pytest
 from server_fakes import FakeLoader, make_neuron, write_fake_model
 from server_live import LiveServer
 
+from cortex.server.affinity import affinity_key, shared_prefix_key
 from cortex.server.config import config_from_dict
 from cortex.server.gateway import create_app, create_metrics_app
 from cortex.server.status import render_status
@@ -214,6 +215,27 @@ def test_anthropic_sdk_through_the_gateway(cluster):
         f"{cluster.neurons['n1'].url}/v1/messages/count_tokens", json={**request, "model": "alpha"}
     ).json()
     assert direct["input_tokens"] == counted.input_tokens
+
+
+def test_the_gateway_routes_by_conversation_and_shared_prefix_keys(cluster):
+    """Each dialect's request hands the fleet its conversation's key and its shared-prefix key, which
+    the fleet then knows (an unseen key has no neuron to stick to: explain says least loaded)."""
+    system, first = "You are terse.", {"role": "user", "content": "hi"}
+    anthropic_body = {"system": system, "messages": [first], "tools": [ANTHROPIC_WEATHER_TOOL]}
+    openai_body = {"messages": [{"role": "system", "content": system}, first]}
+    for body, send in (
+        (
+            anthropic_body,
+            lambda: cluster.anthropic().messages.create(model="alpha", max_tokens=8, **anthropic_body),
+        ),
+        (openai_body, lambda: cluster.openai().chat.completions.create(model="alpha", **openai_body)),
+    ):
+        keys = {"affinity_key": affinity_key({}, body), "prefix_key": shared_prefix_key(body)}
+        for name, key in keys.items():
+            assert "affinity" not in cluster.fleet.explain("alpha", **{name: key})["reason"]
+        send()
+        for name, key in keys.items():
+            assert "affinity" in cluster.fleet.explain("alpha", **{name: key})["reason"]
 
 
 def test_eviction_when_a_neurons_budget_forces_one(tmp_path):

@@ -14,6 +14,8 @@ import pytest
 from server_fakes import make_neuron
 from server_live import LiveServer
 
+from cortex import translate
+from cortex.server.affinity import affinity_key
 from cortex.server.config import config_from_dict
 from cortex.server.gateway import create_app as create_gateway
 from processes import gateway_process
@@ -48,10 +50,11 @@ def system(neuron, tmp_path) -> Iterator[dict]:
         },
         environ={},
     )
-    gateway = LiveServer(create_gateway(config)).start()
+    app = create_gateway(config)
+    gateway = LiveServer(app).start()
     sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="k", max_retries=0)
     try:
-        yield {"sdk": sdk, "loader": loader, "store": store}
+        yield {"sdk": sdk, "loader": loader, "store": store, "fleet": app.state.fleet}
     finally:
         sdk.close()
         gateway.stop()
@@ -127,6 +130,21 @@ def test_a_conversation_continues_with_tools_and_streams(system):
         "user",
     ]
     assert third.output_text == "hello world"
+
+
+def test_a_continued_conversation_is_routed_by_its_first_items(system):
+    """previous_response_id stands for the stored turns: the fleet's affinity key is the whole
+    conversation's (its first message), not the new input's, so every turn goes to one neuron."""
+    sdk, fleet = system["sdk"], system["fleet"]
+    first = sdk.responses.create(model="alpha", instructions="Be brief.", input="hi")
+    sdk.responses.create(model="alpha", instructions="Be brief.", input="more", previous_response_id=first.id)
+
+    def routed_before(text: str) -> bool:
+        body = {"instructions": "Be brief.", "input": translate.responses_input_items({"input": text})}
+        return "affinity" in fleet.explain("alpha", affinity_key=affinity_key({}, body))["reason"]
+
+    assert routed_before("hi")
+    assert not routed_before("more")
 
 
 def test_store_false_is_never_written_and_unknown_previous_ids_are_400(system):

@@ -181,10 +181,14 @@ class Fleet:
             raise ModelNotFoundError(model)
         return resolved
 
-    def explain(self, model: str, *, affinity_key: str | None = None) -> dict[str, Any]:
+    def explain(
+        self, model: str, *, affinity_key: str | None = None, prefix_key: str | None = None
+    ) -> dict[str, Any]:
         """Where the next request for ``model`` would go and why; loads, claims and counts nothing."""
         canonical = self.resolve(model)
-        decision = self._route(canonical, affinity_key=affinity_key, exclude=frozenset(), record=False)
+        decision = self._route(
+            canonical, affinity_key=affinity_key, prefix_key=prefix_key, exclude=frozenset(), record=False
+        )
         return {
             "requested": model,
             "eviction_strategy": self.policy.eviction,
@@ -247,6 +251,7 @@ class Fleet:
         build: Callable[[NeuronKind, str], tuple[str, bytes]],
         *,
         affinity_key: str | None = None,
+        prefix_key: str | None = None,
         cold_load: bool = True,
     ) -> FleetUpstream:
         """Route a request for ``model``, send it and return the answer as soon as its head (and, for a
@@ -254,7 +259,10 @@ class Fleet:
         chosen neuron's kind and the id it knows the model by. Connection errors, 5xx and a 404 for a
         model unloaded since the last poll fail over to another neuron (jittered, bounded); other
         answers are returned as they are. ``cold_load=False`` never loads a model: a neuron where it is
-        loaded, else one that could load it, serves (count_tokens). Close the answer when done."""
+        loaded, else one that could load it, serves (count_tokens). Close the answer when done.
+        ``affinity_key`` (a conversation) goes back to the neuron it last went to unless that one is
+        overloaded; a key not routed before falls back to ``prefix_key`` (what conversations share: their
+        system prompt and tools), so a new conversation starts where that prefix is cached."""
         canonical = self.resolve(model)
         upstream_id = self._ledger.upstream(canonical)
         self.counters["requests"] += 1
@@ -266,7 +274,7 @@ class Fleet:
             try:
                 if cold_load:
                     neuron = await self._acquire(
-                        canonical, affinity_key=affinity_key, exclude=failover.excluded
+                        canonical, affinity_key=affinity_key, prefix_key=prefix_key, exclude=failover.excluded
                     )
                     release = functools.partial(self._release, neuron, canonical)
                 else:
@@ -330,20 +338,38 @@ class Fleet:
         raise failover.error()
 
     async def post(
-        self, model: str, path: str, body: Mapping[str, Any], *, affinity_key: str | None = None
+        self,
+        model: str,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        affinity_key: str | None = None,
+        prefix_key: str | None = None,
     ) -> FleetResponse:
         """Send a non-streamed request and read its JSON answer (failing over like :meth:`open`)."""
-        async with await self.open(model, _json_request(path, body), affinity_key=affinity_key) as upstream:
+        build = _json_request(path, body)
+        async with await self.open(
+            model, build, affinity_key=affinity_key, prefix_key=prefix_key
+        ) as upstream:
             raw = await upstream.read()
         return FleetResponse(upstream.status, decode(raw), upstream.neuron, upstream.model, upstream.attempts)
 
     async def stream(
-        self, model: str, path: str, body: Mapping[str, Any], *, affinity_key: str | None = None
+        self,
+        model: str,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        affinity_key: str | None = None,
+        prefix_key: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream a request's SSE ``data`` dicts. Before the first bytes, failures fail over like
         :meth:`open` and finally raise (``UpstreamError`` for a 4xx); after them a broken stream raises
         ``FleetStreamError``."""
-        async with await self.open(model, _json_request(path, body), affinity_key=affinity_key) as upstream:
+        build = _json_request(path, body)
+        async with await self.open(
+            model, build, affinity_key=affinity_key, prefix_key=prefix_key
+        ) as upstream:
             if upstream.status != 200:
                 raw = await upstream.read()
                 raise UpstreamError(
@@ -411,10 +437,16 @@ class Fleet:
     # ---- routing and loading -------------------------------------------------------------------------
 
     def _route(
-        self, model: str, *, affinity_key: str | None, exclude: frozenset[str], record: bool
+        self,
+        model: str,
+        *,
+        affinity_key: str | None,
+        exclude: frozenset[str],
+        record: bool,
+        prefix_key: str | None = None,
     ) -> RouteDecision:
         now = time.monotonic()
-        sticky = self._ledger.sticky(model, affinity_key)
+        sticky = self._ledger.sticky(model, affinity_key, prefix_key)
         decision = route(
             model,
             self._ledger.views(now),
@@ -437,13 +469,17 @@ class Fleet:
             )
         return decision
 
-    async def _acquire(self, model: str, *, affinity_key: str | None, exclude: frozenset[str]) -> str:
+    async def _acquire(
+        self, model: str, *, affinity_key: str | None, prefix_key: str | None, exclude: frozenset[str]
+    ) -> str:
         """A neuron with ``model`` loaded, its request slot claimed; cold-loads first if needed."""
         for _ in range(_MAX_ROUTE_ROUNDS):
-            decision = self._route(model, affinity_key=affinity_key, exclude=exclude, record=True)
+            decision = self._route(
+                model, affinity_key=affinity_key, prefix_key=prefix_key, exclude=exclude, record=True
+            )
             if decision.action == "serve":
                 assert decision.neuron is not None
-                self._ledger.claim(decision.neuron, model, affinity_key)
+                self._ledger.claim(decision.neuron, model, affinity_key, prefix_key)
                 return decision.neuron
             if decision.action == "none" and model not in self._loader.loads:
                 raise NoCapacityError(model, decision.reason)

@@ -61,17 +61,23 @@ class Ledger:
             if state.healthy and state.models.get(upstream, {}).get("status") in statuses
         )
 
-    def sticky(self, model: str, affinity_key: str | None) -> str | None:
-        return self._affinity.get((model, affinity_key)) if affinity_key is not None else None
+    def sticky(self, model: str, *affinity_keys: str | None) -> str | None:
+        """The neuron the first of ``affinity_keys`` that has been routed before last went to."""
+        for key in affinity_keys:
+            neuron = self._affinity.get((model, key)) if key is not None else None
+            if neuron is not None:
+                return neuron
+        return None
 
-    def claim(self, neuron: str, model: str, affinity_key: str | None) -> None:
+    def claim(self, neuron: str, model: str, *affinity_keys: str | None) -> None:
         self.in_flight[(neuron, model)] += 1
         self.last_used[(neuron, model)] = time.monotonic()
-        if affinity_key is not None:
-            self._affinity[(model, affinity_key)] = neuron
-            self._affinity.move_to_end((model, affinity_key))
-            while len(self._affinity) > _MAX_AFFINITY_KEYS:
-                self._affinity.popitem(last=False)
+        for key in affinity_keys:
+            if key is not None:
+                self._affinity[(model, key)] = neuron
+                self._affinity.move_to_end((model, key))
+        while len(self._affinity) > _MAX_AFFINITY_KEYS:
+            self._affinity.popitem(last=False)
 
     def release(self, neuron: str, model: str) -> None:
         key = (neuron, model)

@@ -32,7 +32,7 @@ from cortex.errors import InvalidRequestError
 from cortex.fleet import Fleet, FleetError, FleetStreamError, FleetUpstream, UpstreamError
 from cortex.fleet.profiles import NeuronKind
 from cortex.server import sse
-from cortex.server.affinity import affinity_key
+from cortex.server.affinity import affinity_key, shared_prefix_key
 from cortex.server.edge import OFF_LOOP_BYTES, Dialect, error_body, parse_body
 from cortex.server.metrics import UNKNOWN_MODEL, RequestMeter, ServerMetrics
 from cortex.server.relay_events import StreamScanner
@@ -117,13 +117,15 @@ class Relay:
         stream = body.get("stream") is True
         wants_usage = _wants_usage(body)
         build = self._anthropic_build(body, raw) if dialect == "anthropic" else _openai_build(body, raw, path)
-        key = affinity_key(request.headers, body)
+        key, shared = affinity_key(request.headers, body), shared_prefix_key(body)
         if not stream:
-            async with await self.fleet.open(body["model"], build, affinity_key=key) as upstream:
+            async with await self.fleet.open(
+                body["model"], build, affinity_key=key, prefix_key=shared
+            ) as upstream:
                 meter.routed(upstream.neuron)
                 data = await upstream.read()
             return self._whole(dialect, upstream, data, body["model"], meter)
-        opening = await self.open_stream(body["model"], build, affinity_key=key)
+        opening = await self.open_stream(body["model"], build, affinity_key=key, prefix_key=shared)
         if opening.done() and (upstream := opening.result()).status != 200:
             async with upstream:
                 return self._whole(dialect, upstream, await upstream.read(), body["model"], meter)
@@ -143,11 +145,13 @@ class Relay:
         return Stream(events, media_type="text/event-stream", headers=sse.HEADERS)
 
     async def open_stream(
-        self, model: str, build: Build, *, affinity_key: str | None
+        self, model: str, build: Build, *, affinity_key: str | None, prefix_key: str | None
     ) -> asyncio.Future[FleetUpstream]:
         """Route and send a streamed request, waiting up to ``keepalive_s`` for the answer to start, so
         that routing failures still raise here, as HTTP errors; a later answer is the future's."""
-        opening = asyncio.ensure_future(self.fleet.open(model, build, affinity_key=affinity_key))
+        opening = asyncio.ensure_future(
+            self.fleet.open(model, build, affinity_key=affinity_key, prefix_key=prefix_key)
+        )
         await asyncio.wait({opening}, timeout=self.keepalive_s)
         if opening.done():
             opening.result()

@@ -31,7 +31,7 @@ from cortex.errors import InvalidRequestError
 from cortex.fleet import FleetStreamError, FleetUpstream
 from cortex.fleet.profiles import NeuronKind
 from cortex.server import sse
-from cortex.server.affinity import affinity_key
+from cortex.server.affinity import affinity_key, shared_prefix_key
 from cortex.server.errors import ResponseNotFoundError
 from cortex.server.relay import Relay, upstream_error
 from cortex.server.responses_events import ResponsesScanner, chat_usage
@@ -110,10 +110,14 @@ class ResponsesGateway:
         raw = await request.body()
         body, meter = await self.relay.begin(request, "responses", raw)
         turn = await self._turn(body)
-        key = affinity_key(request.headers, body)
+        # the conversation's key from its first items, also when previous_response_id stands for them
+        whole = {**body, "input": turn.history + turn.own_items}
+        key, shared = affinity_key(request.headers, whole), shared_prefix_key(whole)
         fleet = self.relay.fleet
         if body.get("stream") is not True:
-            async with await fleet.open(body["model"], turn.build, affinity_key=key) as upstream:
+            async with await fleet.open(
+                body["model"], turn.build, affinity_key=key, prefix_key=shared
+            ) as upstream:
                 meter.routed(upstream.neuron)
                 data = await upstream.read()
             if upstream.status != 200:
@@ -123,7 +127,7 @@ class ResponsesGateway:
             meter.finished(chat_usage(response.get("usage")))
             await self._keep(turn, response)
             return Response(msgspec.json.encode(response), media_type="application/json")
-        opening = await self.relay.open_stream(body["model"], turn.build, affinity_key=key)
+        opening = await self.relay.open_stream(body["model"], turn.build, affinity_key=key, prefix_key=shared)
         if opening.done() and opening.result().status != 200:
             async with opening.result() as upstream:
                 meter.routed(upstream.neuron)

@@ -63,7 +63,7 @@ def anthropic_to_openai_request(body: Mapping[str, Any]) -> JSON:
     body = as_dict(body, "body")
     out: JSON = {"model": str_field(body, "model", "")}
     messages: list[JSON] = []
-    system = _without_billing_header(body.get("system"))
+    system = without_billing_header(body.get("system"))
     if system:
         messages.append({"role": "system", "content": text_content(system, "system")})
     anthropic_messages = list_field(body, "messages", "")
@@ -140,7 +140,7 @@ def openai_to_anthropic_request(
     return out
 
 
-def _without_billing_header(system: Any) -> Any:
+def without_billing_header(system: Any) -> Any:
     """``system`` less Claude Code's ``x-anthropic-billing-header: ...`` text block: a billing hint
     that changes on every request, so keeping it would defeat prefix caching."""
     if not isinstance(system, list):
