@@ -20,8 +20,10 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from litestar import Litestar, Request, Response, delete, get, head, post
+from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 
+from cortex._version import __version__
 from cortex.fleet import Fleet, UpstreamError
 from cortex.server.auth import auth_hook, is_authorized
 from cortex.server.config import CortexConfig, load_config
@@ -65,21 +67,27 @@ def _handle_error(request: Request[Any, Any, Any], error: Exception) -> Response
 
 @post("/v1/chat/completions", status_code=200, dependencies=body_schema(BODIES["chat_completions"]))
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI Chat Completions (an SSE stream with `stream: true`), relayed to a neuron that has the
+    model, which is cold-loaded first where no neuron has it."""
     return await _relay(request).relay(request, "/v1/chat/completions", "chat_completions")
 
 
 @post("/v1/completions", status_code=200, dependencies=body_schema(BODIES["completions"]))
 async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI Completions (a text or token-id prompt), relayed as chat completions are."""
     return await _relay(request).relay(request, "/v1/completions", "completions")
 
 
 @post("/v1/messages", status_code=200, dependencies=body_schema(BODIES["messages"]))
 async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Anthropic Messages (an SSE stream with `stream: true`), relayed as chat completions are; translated
+    for an `openai`-kind upstream."""
     return await _relay(request).relay(request, "/v1/messages", "messages")
 
 
 @post("/v1/messages/count_tokens", status_code=200, dependencies=body_schema(BODIES["count_tokens"]))
 async def count_tokens(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Anthropic token counting: the prompt's tokens under the model's own tokenizer and chat template."""
     return await _relay(request).count_tokens(request)
 
 
@@ -90,11 +98,14 @@ def _responses(request: Request[Any, Any, Any]) -> ResponsesGateway:
 
 @post("/v1/responses", status_code=200, dependencies=body_schema(BODIES["responses"]))
 async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI Responses: `previous_response_id` continues a stored conversation, and the response is
+    stored (`store`, default true) before the caller sees it end."""
     return await _responses(request).create(request)
 
 
 @get("/v1/responses/{response_id:str}")
 async def retrieve_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> dict[str, Any]:
+    """A stored response, by id."""
     return await _responses(request).retrieve(response_id)
 
 
@@ -106,16 +117,20 @@ async def response_input_items(
     limit: FromQuery[int] = 20,
     order: FromQuery[Literal["asc", "desc"]] = "desc",
 ) -> dict[str, Any]:
+    """A stored response's input items, a page at a time (`after`, `limit`, `order`)."""
     return await _responses(request).input_items(response_id, after=after, limit=limit, order=order)
 
 
 @delete("/v1/responses/{response_id:str}", status_code=200)
 async def delete_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> dict[str, Any]:
+    """Deletes a stored response."""
     return await _responses(request).delete(response_id)
 
 
 @get("/v1/models")
 async def v1_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The catalogue (every model the fleet can serve, loaded or not), in the OpenAI form, or in the
+    Anthropic form for a caller that sends `anthropic-version` or `x-api-key`."""
     relay = _relay(request)
     relay.metrics.requests.labels(UNKNOWN_MODEL, "", "models").inc()
     if dialect_of(request) == "anthropic":
@@ -125,6 +140,7 @@ async def v1_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @get("/health")
 async def health(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """For load balancers, without a key: `ok`, or `degraded` while no neuron is healthy."""
     status = _relay(request).fleet.status()
     return {
         "status": "ok" if status.num_healthy or not status.neurons else "degraded",
@@ -135,17 +151,21 @@ async def health(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @get("/status")
 async def status(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The fleet: each neuron's health, memory and models (a load in progress with its fraction done), the
+    catalogue, recent routing decisions and counters."""
     return _relay(request).fleet.status().as_dict()
 
 
 @get("/explain")
 async def explain(request: Request[Any, Any, Any], model: FromQuery[str]) -> dict[str, Any]:
+    """Where the next request for `model` would go, and why; loads and counts nothing."""
     return _relay(request).fleet.explain(model)
 
 
 @get("/", media_type="text/html")
 async def index(request: Request[Any, Any, Any]) -> str:
-    """Public (a probe must reach it), but the fleet's status is shown only to a caller with a key."""
+    """The status page: public (a probe must reach it), but the fleet's status is shown only to a caller
+    with a key."""
     if not is_authorized(request, request.app.state.api_keys):
         return LOCKED_PAGE
     return status_page(_relay(request).fleet.status())
@@ -153,7 +173,7 @@ async def index(request: Request[Any, Any, Any]) -> str:
 
 @head("/")
 async def probe() -> None:
-    return None
+    """A load balancer's probe of the status page."""
 
 
 def create_app(
@@ -203,6 +223,12 @@ def create_app(
         exception_handlers={Exception: _handle_error},
         before_request=auth_hook(config.auth.api_keys, public_paths=PUBLIC_PATHS),
         lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="cortex gateway",
+            version=__version__,
+            description="The one OpenAI + Anthropic endpoint over the fleet's neurons (docs/servers.md).",
+            use_handler_docstrings=True,
+        ),
         request_max_body_size=config.gateway.max_body_bytes,
     )
     relay = Relay(the_fleet, metrics, config.gateway.keepalive_s)

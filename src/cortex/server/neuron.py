@@ -22,7 +22,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
+from litestar.openapi import OpenAPIConfig
 
+from cortex._version import __version__
 from cortex.engine.text.chat import render_chat_prompt
 from cortex.errors import InvalidRequestError
 from cortex.server import sse
@@ -123,11 +125,15 @@ def _handle_error(request: Request[Any, Any, Any], error: Exception) -> Response
 
 @get("/health")
 async def health(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Liveness and load, without a key: devices, memory budget and use, each model's status (a load in
+    progress with its fraction done), requests running and queued, token rates."""
     return _state(request).health()
 
 
 @get("/discovery")
 async def discovery(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The host (its devices) and every model folder this neuron can load: path, architecture,
+    estimated memory and context length."""
     state = _state(request)
     return {
         "host": {**host_facts(state.device), "name": state.name},
@@ -137,11 +143,14 @@ async def discovery(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @get("/models")
 async def models(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The models loaded or loading on this neuron."""
     return {"models": [h.describe() for h in _state(request).store.hosted()]}
 
 
 @post("/models/load", status_code=200, dependencies=body_schema(ModelLoadBody))
 async def load(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Loads a model (single-flight: concurrent loads of one model share one); 507 when it would exceed
+    the memory budget."""
     model_id = validate_model_id((await read_body(request, ModelLoadBody))["model"])
     await _state(request).store.load(model_id)
     return {"id": model_id, "status": "loaded"}
@@ -149,6 +158,7 @@ async def load(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @post("/models/unload", status_code=200, dependencies=body_schema(ModelUnloadBody))
 async def unload(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Unloads a model; 409 while requests run or wait on it, unless `force` aborts them."""
     state = _state(request)
     body = await read_body(request, ModelUnloadBody)
     model_id = validate_model_id(body["model"])
@@ -161,6 +171,8 @@ async def unload(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @get("/v1/models")
 async def v1_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The models this neuron can serve, in the OpenAI form, or in the Anthropic form for a caller that
+    sends `anthropic-version` or `x-api-key`."""
     state = _state(request)
     windows = {m.id: m.facts.max_model_len for m in state.store.discover()}
     windows.update({h.id: h.model.facts.max_model_len for h in state.store.hosted() if h.id not in windows})
@@ -195,6 +207,8 @@ async def v1_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @post("/v1/chat/completions", status_code=200, dependencies=body_schema(ChatCompletionBody))
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI Chat Completions (an SSE stream with `stream: true`), loading the model first when
+    `auto_load` is on."""
     parsed = openai.parse_chat_request(await read_body(request, ChatCompletionBody))
     _label(request, parsed.model)
     return await _run_chat(request, parsed, "openai", "chat_completions")
@@ -202,6 +216,8 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @post("/v1/messages", status_code=200, dependencies=body_schema(MessagesBody))
 async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Anthropic Messages (an SSE stream with `stream: true`), loading the model first when `auto_load` is
+    on."""
     parsed = anthropic.parse_messages_request(await read_body(request, MessagesBody))
     _label(request, parsed.model)
     return await _run_chat(request, parsed, "anthropic", "messages")
@@ -209,6 +225,7 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @post("/v1/responses", status_code=200, dependencies=body_schema(ResponsesBody))
 async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI Responses, stateless: `previous_response_id` is the gateway's to expand."""
     parsed, echo = responses.parse_responses_request(await read_body(request, ResponsesBody))
     _label(request, parsed.model)
     return await _run_chat(request, parsed, "responses", "responses", echo=echo)
@@ -216,6 +233,7 @@ async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @post("/v1/messages/count_tokens", status_code=200, dependencies=body_schema(CountTokensBody))
 async def count_tokens(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Anthropic token counting: the prompt's tokens under the model's own tokenizer and chat template."""
     state = _state(request)
     body = await read_body(request, CountTokensBody)
     model_id = body["model"]
@@ -230,6 +248,7 @@ async def count_tokens(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @post("/v1/completions", status_code=200, dependencies=body_schema(CompletionBody))
 async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI Completions: a text or token-id prompt, no chat template."""
     state = _state(request)
     parsed = openai.parse_completion_request(await read_body(request, CompletionBody))
     _label(request, parsed.model)
@@ -266,6 +285,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/metrics", media_type=CONTENT_TYPE)
 async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus metrics of this neuron."""
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
@@ -308,6 +328,12 @@ def create_app(
         exception_handlers={Exception: _handle_error},
         before_request=auth_hook(neuron_config.api_keys, public_paths={"/health"}),
         lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="cortex neuron",
+            version=__version__,
+            description="One host's models behind the neuron contract (docs/fleet.md, docs/servers.md).",
+            use_handler_docstrings=True,
+        ),
         request_max_body_size=neuron_config.max_body_bytes,
     )
     app.state.neuron = state
