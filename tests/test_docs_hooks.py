@@ -53,3 +53,17 @@ def test_sphinx_roles_render_as_code():
     html = "twin of :meth:<code>chat</code>, see :class:<code>Progress</code>; a: <code>b</code>"
     out = cortex_docs.on_page_content(html, page=None, config=None, files=None)
     assert out == "twin of <code>chat</code>, see <code>Progress</code>; a: <code>b</code>"
+
+
+def test_page_names_in_prose_link_to_their_pages():
+    text = (
+        'see docs/fleet.md ("Health"), [docs/engine.md](engine.md), `docs/fleet.md`, x/docs/fleet.md '
+        "and docs/nothing.md\n```\ndocs/fleet.md\n```\nthen docs/engine.md."
+    )
+    assert cortex_docs.link_page_names(text, "operations.md", {"fleet.md", "engine.md"}) == (
+        'see [docs/fleet.md](fleet.md) ("Health"), [docs/engine.md](engine.md), `docs/fleet.md`, '
+        "x/docs/fleet.md and docs/nothing.md\n```\ndocs/fleet.md\n```\nthen [docs/engine.md](engine.md)."
+    )
+    assert cortex_docs.link_page_names("docs/fleet.md", "reference/cli.md", {"fleet.md"}) == (
+        "[docs/fleet.md](../fleet.md)"
+    )

@@ -9,12 +9,14 @@ none of them can drift from it, and none is committed.
   ``<!-- cortex:config-reference -->``.
 
 The docstrings use Sphinx roles (``:class:`Progress```); the Python API page shows their names as
-code, without the role.
+code, without the role. The pages name each other as ``docs/fleet.md`` in prose (which reads well in
+the repository); on the site each such name links to its page.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -30,6 +32,9 @@ from openapi_markdown import render
 CONFIG_MARKER = "<!-- cortex:config-reference -->"
 # ":meth:`stream`" as Markdown renders to ":meth:<code>stream</code>"
 _SPHINX_ROLE = re.compile(r":(?:class|meth|func|mod|attr|exc|data|obj):(?=<code>)")
+# "docs/fleet.md" in prose: not in a link's text or target, a code span or a longer path
+_PAGE_NAME = re.compile(r"(?<![\w/.\[(-])docs/([a-z][a-z0-9-]*)\.md(?![\w\])])")
+_FENCE = re.compile(r"^\s*(```|~~~)")
 
 _HTTP_INTRO = {
     "neuron": (
@@ -98,7 +103,32 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     return files
 
 
+def link_page_names(markdown: str, src_uri: str, pages: set[str]) -> str:
+    """``docs/NAME.md`` in prose as a link to that page, for each NAME.md in ``pages``; fenced blocks and
+    code spans are left as they are."""
+    here = posixpath.dirname(src_uri)
+
+    def link(match: re.Match[str]) -> str:
+        target = f"{match.group(1)}.md"
+        if target not in pages:
+            return match.group(0)
+        return f"[{match.group(0)}]({posixpath.relpath(target, here or '.')})"
+
+    lines = []
+    fenced = False
+    for line in markdown.split("\n"):
+        if _FENCE.match(line):
+            fenced = not fenced
+        if not fenced:
+            spans = line.split("`")  # the odd pieces are code spans
+            line = "`".join(piece if i % 2 else _PAGE_NAME.sub(link, piece) for i, piece in enumerate(spans))
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    pages = {file.src_uri for file in files.documentation_pages()}
+    markdown = link_page_names(markdown, page.file.src_uri, pages)
     if page.file.src_uri != "configuration.md":
         return markdown
     if CONFIG_MARKER not in markdown:
