@@ -4,7 +4,9 @@ committed with outputs."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import nbformat
@@ -16,7 +18,15 @@ CELL_TIMEOUT_S = 300
 
 
 @pytest.fixture(autouse=True)
-def _kernel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _kernel_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The kernel is this interpreter (a ``python3`` kernelspec first on ``JUPYTER_PATH``, ahead of any
+    other Jupyter installed on the machine), importing this checkout's cortex."""
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kernel = {"argv": argv, "display_name": "Python 3", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     src = str(Path(__file__).resolve().parents[1] / "src")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
