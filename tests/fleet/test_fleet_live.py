@@ -391,8 +391,8 @@ async def test_a_frozen_neuron_is_cut_after_its_polls_time_out_and_its_waiting_r
 ) -> None:
     a = serve(FakeNeuron("a", {"m": GB}, loaded=["m"], num_chunks=1000, chunk_delay_s=0.02))
     b = serve(FakeNeuron("b", {"m": GB}, loaded=["m"], extra_queued=5))  # a is the least loaded
-    policy = {"poll_interval_s": 0.1, "poll_timeout_s": 0.3, "unhealthy_after": 2}
-    bound_s = 2 * (0.1 + 0.3) + 0.5
+    policy = {"poll_interval_s": 0.1, "poll_timeout_s": 0.3, "frozen_after_s": 0.5}
+    bound_s = 0.5 + 2 * (0.1 + 0.3) + 0.5  # frozen after a timed-out poll and its probe, then cut
     async with make_fleet([a, b], **policy) as fleet:
         stream = fleet.stream("m", CHAT, {**BODY, "stream": True})
         assert (await anext(stream))["neuron"] == "a"
@@ -421,7 +421,7 @@ async def test_a_frozen_neuron_is_cut_after_its_polls_time_out_and_its_waiting_r
 async def test_a_busy_neuron_still_streaming_is_slow_not_dead_and_keeps_its_streams(serve: Serve) -> None:
     a = serve(FakeNeuron("a", {"m": GB}, loaded=["m"], num_chunks=60, chunk_delay_s=0.02))
     b = serve(FakeNeuron("b", {"m": GB}, loaded=["m"], extra_queued=5))
-    async with make_fleet([a, b], poll_interval_s=0.05, poll_timeout_s=0.2, unhealthy_after=2) as fleet:
+    async with make_fleet([a, b], poll_interval_s=0.05, poll_timeout_s=0.2, frozen_after_s=0.3) as fleet:
         stream = fleet.stream("m", CHAT, {**BODY, "stream": True})
         assert (await anext(stream))["neuron"] == "a"
         a.neuron.health_delay_s = 60.0  # its health checks time out, its stream goes on
@@ -431,6 +431,20 @@ async def test_a_busy_neuron_still_streaming_is_slow_not_dead_and_keeps_its_stre
         assert status.healthy
         assert status.slow
         assert await chat(fleet, "m") == "b"  # routed around while b can serve
+
+
+async def test_a_starved_neuron_that_answers_its_health_late_is_slow_not_frozen(serve: Serve) -> None:
+    """Its polls time out but its liveness probe is answered: a request waiting there in silence (a long
+    prefill on a CPU-starved host) is not cut."""
+    a = serve(FakeNeuron("a", {"m": GB}, loaded=["m"], infer_delay_s=1.5))
+    async with make_fleet([a], poll_interval_s=0.05, poll_timeout_s=0.2, frozen_after_s=1.0) as fleet:
+        a.neuron.health_delay_s = 0.4
+        await fleet.refresh()
+        assert fleet.status().neurons[0].slow
+        assert await chat(fleet, "m") == "a"
+        status = fleet.status().neurons[0]
+        assert status.healthy
+        assert status.slow
 
 
 async def test_an_answer_that_goes_silent_is_cut_after_the_idle_timeout(serve: Serve) -> None:

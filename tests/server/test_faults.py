@@ -21,10 +21,12 @@ from processes import TINY_MODEL, Process, gateway_process, neuron_process, runn
 
 POLL_INTERVAL_S = 0.5
 POLL_TIMEOUT_S = 2.0  # the default: a busy neuron on a loaded machine may take a while to answer
-UNHEALTHY_AFTER = 3
-# a frozen neuron is cut after UNHEALTHY_AFTER polls that time out, each at most an interval + a timeout
-FROZEN_BOUND_S = UNHEALTHY_AFTER * (POLL_INTERVAL_S + POLL_TIMEOUT_S) + 1.0
+FROZEN_AFTER_S = 4.0
+# a frozen neuron is cut after a poll times out and its probe has no answer for FROZEN_AFTER_S, found at
+# the next poll: each poll at most an interval + a timeout
+FROZEN_BOUND_S = FROZEN_AFTER_S + 2 * (POLL_INTERVAL_S + POLL_TIMEOUT_S) + 1.0
 MAX_TOKENS = 400  # long enough that a stream is still running when the fault comes
+DIALECTS = ["openai", "anthropic"] * 4  # the streams running when a fault comes
 
 
 @dataclass
@@ -41,7 +43,7 @@ def fleet(tiny_qwen_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     policy = {
         "poll_interval_s": POLL_INTERVAL_S,
         "poll_timeout_s": POLL_TIMEOUT_S,
-        "unhealthy_after": UNHEALTHY_AFTER,
+        "frozen_after_s": FROZEN_AFTER_S,
     }
     gateway = gateway_process(workdir, list(neurons.values()), fleet=policy)
     with running(*neurons.values(), gateway):
@@ -104,6 +106,13 @@ async def finish(dialect: str, lines: AsyncIterator[str]) -> StreamEnd:
     return StreamEnd(dialect, completed, error, time.monotonic(), tail)
 
 
+@asynccontextmanager
+async def started_streams(client: httpx.AsyncClient) -> AsyncIterator[list[AsyncIterator[str]]]:
+    """One started stream per entry of ``DIALECTS`` (the gateway spreads them over both neurons)."""
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(open_stream(client, d)) for d in DIALECTS]
+
+
 async def neuron_in_flight(url: str, client: httpx.AsyncClient | None = None) -> int:
     if client is None:
         async with httpx.AsyncClient(timeout=5) as client:
@@ -138,23 +147,21 @@ async def test_a_client_that_disconnects_frees_its_slot(fleet):
 async def test_a_killed_neuron_ends_its_streams_cleanly_and_new_requests_go_elsewhere(fleet):
     n1 = fleet.neurons["n1"]
     async with httpx.AsyncClient(base_url=fleet.gateway.url, timeout=30) as client:
-        dialects = ["openai", "anthropic"] * 4
-        async with AsyncExitStack() as stack:
-            streams = [await stack.enter_async_context(open_stream(client, d)) for d in dialects]
+        async with started_streams(client) as streams:
             on_n1 = await neuron_in_flight(n1.url)
             assert on_n1 > 0, "every stream went to n2; nothing to cut"
             killed_at = time.monotonic()
             n1.kill()
-            ends = await asyncio.gather(*(finish(d, s) for d, s in zip(dialects, streams, strict=True)))
+            ends = await asyncio.gather(*(finish(d, s) for d, s in zip(DIALECTS, streams, strict=True)))
         cut = [end for end in ends if not end.completed]
         assert len(cut) == on_n1, [(end.error, end.tail) for end in cut]
         for end in cut:
             assert error_dialect(end.error) == end.dialect, end.error  # an error event, in its dialect
         worst = max(end.ended_at - killed_at for end in cut)
-        replies = await asyncio.gather(*(chat(client, d) for d in dialects * 2))
+        replies = await asyncio.gather(*(chat(client, d) for d in DIALECTS * 2))
         failed = sum(reply.status_code != 200 for reply in replies)
         print(
-            f"\nkilled under {len(dialects)} streams: {len(cut)} cut with an error event, the last "
+            f"\nkilled under {len(DIALECTS)} streams: {len(cut)} cut with an error event, the last "
             f"{worst:.2f} s after the kill; {failed} of {len(replies)} new requests failed"
         )
         assert worst < 2.0
@@ -181,16 +188,14 @@ async def gateway_routes_to(fleet: Fleet, name: str) -> bool:
 async def test_a_frozen_neuron_costs_its_requests_a_bounded_wait_and_never_hangs_the_gateway(fleet):
     n1 = fleet.neurons["n1"]
     async with httpx.AsyncClient(base_url=fleet.gateway.url, timeout=60) as client:
-        dialects = ["openai", "anthropic"] * 4
-        async with AsyncExitStack() as stack:
-            streams = [await stack.enter_async_context(open_stream(client, d)) for d in dialects]
+        async with started_streams(client) as streams:
             on_n1 = await neuron_in_flight(n1.url)
             assert on_n1 > 0
             frozen_at = time.monotonic()
             n1.freeze()
             try:
-                new = [asyncio.ensure_future(timed(chat(client, d))) for d in dialects * 2]
-                ends = await asyncio.gather(*(finish(d, s) for d, s in zip(dialects, streams, strict=True)))
+                new = [asyncio.ensure_future(timed(chat(client, d))) for d in DIALECTS * 2]
+                ends = await asyncio.gather(*(finish(d, s) for d, s in zip(DIALECTS, streams, strict=True)))
                 replies = await asyncio.gather(*new)
             finally:
                 n1.thaw()
@@ -205,7 +210,7 @@ async def test_a_frozen_neuron_costs_its_requests_a_bounded_wait_and_never_hangs
             await asyncio.sleep(0.05)
         restored_s = time.monotonic() - thawed_at
         print(
-            f"\nfrozen under {len(dialects)} streams ({on_n1} on it): {len(cut)} cut with an error event, "
+            f"\nfrozen under {len(DIALECTS)} streams ({on_n1} on it): {len(cut)} cut with an error event, "
             f"the last {worst:.2f} s after the freeze (bound {FROZEN_BOUND_S:.1f} s); {failed} of "
             f"{len(replies)} new requests failed, the slowest took {slowest:.2f} s; routed to again "
             f"{restored_s:.2f} s after SIGCONT"

@@ -93,6 +93,7 @@ class Fleet:
             list(self._states.values()),
             self._clients,
             timeout_s=policy.poll_timeout_s,
+            frozen_after_s=policy.frozen_after_s,
             unhealthy_after=policy.unhealthy_after,
             local_load=self._ledger.local_load,
         )
@@ -140,6 +141,7 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._background = []
+        await self._poller.close()
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))
 
     async def refresh(self) -> None:
@@ -147,7 +149,7 @@ class Fleet:
         await self._poller.poll_all()
         self._ledger.prune()
         for name, state in self._states.items():
-            if state.stalled(unhealthy_after=self.policy.unhealthy_after):
+            if state.frozen:
                 self._cut_silent(name, f"neuron {name} is frozen: {state.last_error}")
 
     # ---- catalogue ---------------------------------------------------------------------------------
@@ -506,7 +508,7 @@ class Fleet:
         raise NoCapacityError(model, decision.reason)
 
     def _cut_silent(self, neuron: str, reason: str) -> None:
-        """When nothing has come from stalled ``neuron`` for a poll timeout, end what is in flight there:
+        """When nothing has come from frozen ``neuron`` for a poll timeout, end what is in flight there:
         answers not yet arrived fail over, answers being read end with ``FleetStreamError(reason)``. A
         neuron still streaming is busy, not frozen, and is left alone."""
         answers = [answer for answer in self._answers[neuron] if not answer.closed]

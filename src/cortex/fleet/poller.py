@@ -7,10 +7,11 @@ neurons at once, each with a timeout) and tells slow from dead:
 
 - a refused or dropped connection is evidence of death: the neuron leaves routing at once;
 - a poll that times out is not: the neuron is **slow** (a cortex neuron answers ``/health`` even while
-  busy, so it is overloaded or frozen) and routed around while another neuron can serve. After
-  ``unhealthy_after`` timeouts in a row it is :attr:`NeuronState.stalled`, and the fleet cuts what it has
-  in flight there that has also gone silent (a frozen neuron costs its requests a bounded wait; a busy
-  one still streaming is left alone);
+  busy, so it is overloaded or frozen) and routed around while another neuron can serve. A slow neuron
+  gets a liveness probe: one ``/health`` left to run for ``frozen_after_s``. A neuron starved of CPU
+  answers it late, and stays slow; one that never answers (SIGSTOP, a hung host) is
+  :attr:`NeuronState.frozen`, and the fleet cuts what it has in flight there that has also gone silent
+  (a frozen neuron costs its requests a bounded wait; a busy one is left alone);
 - any other failure (an error status, a body that breaks the contract) counts towards
   ``unhealthy_after``, which takes the neuron out of routing;
 - its first good poll restores it, within one poll interval of its recovery.
@@ -44,8 +45,8 @@ class NeuronState:
     spec: NeuronSpec
     healthy: bool = False
     slow: bool = False  # the last poll timed out: routed around while another neuron can serve
+    frozen: bool = False  # slow, and its liveness probe got no answer in ``frozen_after_s``
     consecutive_failures: int = 0
-    consecutive_timeouts: int = 0
     last_error: str | None = None
     last_ok_s: float | None = None
     devices: list[dict[str, Any]] = field(default_factory=list)
@@ -72,14 +73,9 @@ class NeuronState:
     def free_bytes(self) -> int:
         return self.memory_budget_bytes - self.memory_used_bytes - sum(self.reserved_bytes.values())
 
-    def stalled(self, *, unhealthy_after: int) -> bool:
-        """Its last ``unhealthy_after`` polls all timed out: frozen, or starved of CPU."""
-        return self.consecutive_timeouts >= unhealthy_after
-
     def record_timeout(self, error: str) -> None:
         """A poll got no answer in time: slow, not dead (see the module docstring)."""
         self.slow = True
-        self.consecutive_timeouts += 1
         self.last_error = error
 
     def record_failure(self, error: str, *, unhealthy_after: int) -> None:
@@ -139,8 +135,8 @@ class NeuronState:
         if sent_s > self.down_at_s:
             self.healthy = status_ok
             self.last_error = None if status_ok else f"status {health.get('status')!r}"
-        self.slow = False
-        self.consecutive_failures = self.consecutive_timeouts = 0
+        self.slow = self.frozen = False
+        self.consecutive_failures = 0
         self.last_ok_s = now_s
 
     def apply_openai(self, catalogue: Mapping[str, Any], *, sent_s: float, now_s: float) -> None:
@@ -165,8 +161,8 @@ class NeuronState:
         if sent_s > self.down_at_s:
             self.healthy = True
             self.last_error = None
-        self.slow = False
-        self.consecutive_failures = self.consecutive_timeouts = 0
+        self.slow = self.frozen = False
+        self.consecutive_failures = 0
         self.last_ok_s = now_s
 
 
@@ -179,14 +175,24 @@ class Poller:
         clients: Mapping[str, NeuronClient],
         *,
         timeout_s: float,
+        frozen_after_s: float,
         unhealthy_after: int,
         local_load: Callable[[str], LocalLoad],
     ) -> None:
         self._states = states
         self._clients = clients
         self._timeout_s = timeout_s
+        self._frozen_after_s = frozen_after_s
         self._unhealthy_after = unhealthy_after
         self._local_load = local_load
+        self._probes: dict[str, asyncio.Task[None]] = {}  # the liveness probe of each slow neuron
+
+    async def close(self) -> None:
+        """Cancel the liveness probes still running."""
+        probes = list(self._probes.values())
+        for probe in probes:
+            probe.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
 
     async def poll_all(self) -> None:
         await asyncio.gather(*(self.poll(state) for state in self._states))
@@ -227,3 +233,23 @@ class Poller:
 
     def _timed_out(self, state: NeuronState) -> None:
         state.record_timeout(f"no answer to its health check within {self._timeout_s:g} s")
+        if state.name not in self._probes:
+            self._probes[state.name] = asyncio.create_task(self._probe(state), name=f"probe-{state.name}")
+
+    async def _probe(self, state: NeuronState) -> None:
+        """Wait up to ``frozen_after_s`` for any answer to one ``/health``: none makes the neuron frozen, an
+        answer (even a bad one) shows it alive. The next poll that times out probes again."""
+        try:
+            await self._clients[state.name].health(timeout_s=self._frozen_after_s)
+        except TimeoutError:
+            state.frozen = state.slow
+        except NeuronTransportError as exc:
+            state.frozen = state.slow and exc.timed_out
+        except _POLL_ERRORS:
+            state.frozen = False
+        else:
+            state.frozen = False
+        finally:
+            del self._probes[state.name]
+        if state.frozen:
+            state.last_error = f"no answer to its health check within {self._frozen_after_s:g} s"

@@ -180,8 +180,9 @@ class FleetPolicy:
     (in-flight + queued) exceeds the least loaded one's by at most this much.
     ``min_residency_s``: a freshly loaded model cannot be evicted for this long, so the requests that
     waited for it are served before another model may take its place (no A-B-A thrash).
-    ``unhealthy_after``: consecutive failed polls before a neuron leaves routing; when they timed out
-    (the neuron is frozen, not dead), what the fleet has in flight there is cut and fails over.
+    ``unhealthy_after``: consecutive failed polls (errors, not timeouts) before a neuron leaves routing.
+    ``frozen_after_s``: a slow neuron whose health check has had no answer for this long is frozen, and
+    what the fleet has in flight there is cut and fails over.
     ``stream_idle_timeout_s``: a started answer that sends no byte for this long is cut (a cortex neuron
     sends keep-alives every ``keepalive_s`` while it has nothing else to send).
     """
@@ -216,9 +217,18 @@ class FleetPolicy:
     unhealthy_after: int = field(
         default=3,
         metadata=_doc(
-            "Failed polls in a row before a neuron leaves routing; when they all timed out (frozen, not "
-            "dead: it stays in routing as slow), what the fleet has in flight there and is silent is cut.",
+            "Failed polls in a row (error answers; a timeout only makes a neuron slow) before a neuron "
+            "leaves routing.",
             2,
+        ),
+    )
+    frozen_after_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "A slow neuron (a poll timed out) whose health check then has no answer at all for this long "
+            "is frozen (SIGSTOP, a hung host): what the fleet has in flight there and is silent is cut, "
+            "and fails over or ends with an error event. A neuron starved of CPU answers late and is not.",
+            30,
         ),
     )
     stream_idle_timeout_s: float = field(
@@ -262,6 +272,7 @@ class FleetPolicy:
             "poll_interval_s",
             "poll_timeout_s",
             "ttl_sweep_interval_s",
+            "frozen_after_s",
             "stream_idle_timeout_s",
         )
         for name in positive:
