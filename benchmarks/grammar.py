@@ -3,14 +3,15 @@ xgrammar, with the real Qwen3.5 vocabulary (248,077 tokens, 248,320 logits).
 
 For each library: the one-time tokenizer setup, the compile time of a few JSON schemas, and the
 per-token cost of computing the next-token bitmask while a valid document is fed token by token
-(median and p99). Then the cost of applying a bitmask to 248,320-wide logits, 1 and 8 rows, for three
-masks taken from a real grammar (everything allowed; inside a JSON string, most tokens allowed; at a
-number, a few hundred allowed): cortex's table gather (cortex.engine.structured.bitmask), the shift
-unpack + masked fill cortex used before, and xgrammar's own kernel; and, for scale, the engine's decode
-step on the demo model.
+(median and p99). Then the cost of applying a bitmask to 248,320-wide logits, 1, 8 and 32 rows, for
+three masks taken from a real grammar (everything allowed; inside a JSON string, most tokens allowed;
+at a number, a few allowed): cortex's (cortex.engine.structured.bitmask: it lists the denied or the
+allowed tokens, whichever takes fewer words), the table gather cortex used before, and xgrammar's own
+kernel; and, for scale, the engine's decode step on the demo model, free and constrained.
 
     python benchmarks/grammar.py
     python benchmarks/grammar.py --device cuda       # the apply and the step on a GPU
+    python benchmarks/grammar.py --threads 1         # steadier on a busy CPU
 
 xgrammar is optional (it pulls transformers in at run time, which cortex does not ship); its column is
 skipped when it is not installed.
@@ -86,11 +87,19 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _shift_unpack_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
-    """The bitmask application cortex used before the table gather, kept here as a reference."""
-    shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
-    allowed = ((bitmask.to(logits.device).unsqueeze(-1) >> shifts) & 1).bool().flatten(1)
-    logits.masked_fill_(~allowed[:, : logits.shape[-1]], float("-inf"))
+def _table_gather_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """How cortex applied a bitmask before it listed tokens, kept here as the reference: each byte of
+    the words indexes a [256, 8] table of integer masks, and the logits' bits become
+    ``bits & keep | fill`` (two vocabulary-wide intermediates per row)."""
+    int_dtype = {4: torch.int32, 2: torch.int16}[logits.element_size()]
+    allowed = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).bool()
+    minus_inf = int(torch.tensor(float("-inf"), dtype=logits.dtype).view(int_dtype))
+    keep_table = torch.where(allowed, -1, 0).to(int_dtype).to(logits.device)
+    fill_table = torch.where(allowed, 0, minus_inf).to(int_dtype).to(logits.device)
+    byte_ids = bitmask.to(logits.device).contiguous().view(torch.uint8).view(-1).int()
+    keep = keep_table.index_select(0, byte_ids).view(bitmask.shape[0], -1)[:, : logits.shape[-1]]
+    fill = fill_table.index_select(0, byte_ids).view(bitmask.shape[0], -1)[:, : logits.shape[-1]]
+    logits.view(int_dtype).bitwise_and_(keep).bitwise_or_(fill)
 
 
 def _masks(tokenizer: Tokenizer, ll_tokenizer: llguidance.LLTokenizer) -> dict[str, torch.Tensor]:
@@ -113,10 +122,10 @@ def _masks(tokenizer: Tokenizer, ll_tokenizer: llguidance.LLTokenizer) -> dict[s
 
 
 def _apply_rows(device: str, masks: dict[str, torch.Tensor]) -> dict[str, dict[str, list[float]]]:
-    """Median-ready timings of each way to apply each mask, for 1 and 8 rows."""
+    """Median-ready timings of each way to apply each mask, for 1, 8 and 32 rows."""
     appliers: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
-        "cortex table gather + bit ops": apply_token_bitmask_,
-        "shift unpack + masked fill (before)": _shift_unpack_,
+        "cortex: listed tokens": apply_token_bitmask_,
+        "table gather + bit ops (before)": _table_gather_,
     }
     try:
         import xgrammar
@@ -127,7 +136,7 @@ def _apply_rows(device: str, masks: dict[str, torch.Tensor]) -> dict[str, dict[s
     out: dict[str, dict[str, list[float]]] = {}
     for name, apply in appliers.items():
         for mask_name, mask in masks.items():
-            for num_rows in (1, 8):
+            for num_rows in (1, 8, 32):
                 logits = torch.randn(num_rows, VOCAB, device=device)
                 bitmask = mask.expand(num_rows, -1).contiguous()
                 if name == "xgrammar kernel":
@@ -196,13 +205,15 @@ def _xgrammar(tokenizer: Tokenizer) -> dict[str, object] | None:
     return row
 
 
-def _step_times(device: str) -> tuple[float, float]:
+def _step_times(device: str, threads: int | None) -> tuple[float, float]:
     """Per generated token: the demo model's decode step unconstrained, and constrained by the `text`
     schema (the mask computed and applied every step)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_model(Path(tmp) / "demo", arch="qwen3_5", preset="tiny", vocab_size=VOCAB)
         write_qwen_tokenizer_files(folder)
-        with cortex.Engine.from_pretrained(folder, device=device, max_model_len=512) as engine:
+        with cortex.Engine.from_pretrained(
+            folder, device=device, max_model_len=512, num_threads=threads
+        ) as engine:
             free = cortex.SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
             constrained = dataclasses.replace(
                 free, structured_outputs=StructuredOutputsParams.from_schema(SCHEMAS["text"][0])
@@ -219,7 +230,12 @@ def _step_times(device: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's); 1 steadies timings on a busy CPU"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         write_qwen_tokenizer_files(tmp)
         tokenizer = Tokenizer.from_folder(tmp)
@@ -236,7 +252,7 @@ def main() -> None:
         apply_token_bitmask_(logits, mask)
         allowed[name] = int(torch.isfinite(logits).sum())
     applies = _apply_rows(args.device, masks)
-    step, constrained_step = _step_times(args.device)
+    step, constrained_step = _step_times(args.device, args.threads)
     print(f"| measure ({args.device}) | " + " | ".join(rows) + " |")
     print("|---|" + "---|" * len(rows))
     print("| tokenizer setup, s | " + " | ".join(f"{r['setup_s']:.2f}" for r in rows.values()) + " |")
@@ -251,11 +267,15 @@ def main() -> None:
             cells.append(f"{_ms(statistics.median(times))} / {_ms(times[int(0.99 * (len(times) - 1))])}")
         print(f"| mask per token `{name}`, median / p99 ms | " + " | ".join(cells) + " |")
     print()
-    print(f"| apply a bitmask to 248,320 logits ({args.device}), median ms | " + " | ".join(applies) + " |")
+    print(
+        f"| apply a bitmask to 248,320 logits ({args.device}), median / best ms | "
+        + " | ".join(applies)
+        + " |"
+    )
     print("|---|" + "---|" * len(applies))
     for case in next(iter(applies.values())):
         mask_name = case.split(",")[0]
-        cells = [_ms(statistics.median(by_case[case])) for by_case in applies.values()]
+        cells = [f"{_ms(statistics.median(t[case]))} / {_ms(min(t[case]))}" for t in applies.values()]
         print(f"| {case} ({allowed[mask_name]:,} tokens allowed) | " + " | ".join(cells) + " |")
     print(f"| engine decode step, demo model, batch 1 | {_ms(step)} |" + " |" * (len(applies) - 1))
     print(

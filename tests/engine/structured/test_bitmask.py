@@ -1,4 +1,5 @@
-"""Applying token bitmasks: the table gather against a bit-by-bit reference, and only masked rows touched."""
+"""Applying token bitmasks against a bit-by-bit reference (both ways of listing tokens), and only masked
+rows touched."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _reference(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def test_the_table_gather_matches_bit_by_bit_unpacking():
+def test_applying_matches_bit_by_bit_unpacking():
     generator = torch.Generator().manual_seed(0)
     for vocab, words in ((70, 3), (64, 2), (70, 2)):  # a partial last word; tokens past the bitmask
         logits = torch.randn(3, vocab, generator=generator)
@@ -30,6 +31,27 @@ def test_the_table_gather_matches_bit_by_bit_unpacking():
     expected = _reference(half.float(), allocate_token_bitmask(2, 64) & 0x0F0F0F0F).bfloat16()
     apply_token_bitmask_(half, allocate_token_bitmask(2, 64) & 0x0F0F0F0F)
     assert torch.equal(half, expected)
+
+
+def test_mostly_allowed_and_mostly_denied_rows_in_one_batch():
+    """Rows that list their few denied tokens and rows that list their few allowed ones (bit 31
+    included), mapped to logits rows out of order."""
+    vocab = 300
+    bitmask = allocate_token_bitmask(4, vocab)
+    bitmask[0, 2] = ~(1 << 5)  # token 69 denied
+    bitmask[0, 9] = 0  # tokens 288-299 denied
+    allow_only(bitmask[1], [31, 63, 64, 299])
+    allow_only(bitmask[2], [])
+    logits = torch.randn(6, vocab)
+    before = logits.clone()
+    apply_token_bitmask_(logits, bitmask, rows=[4, 1, 0, 5])
+    expected = before.clone()
+    expected[[4, 1, 0, 5]] = _reference(before[[4, 1, 0, 5]], bitmask)
+    assert torch.equal(logits, expected)
+    assert torch.isfinite(logits[1]).nonzero().flatten().tolist() == [31, 63, 64, 299]
+    assert torch.isinf(logits[4]).nonzero().flatten().tolist() == [69, *range(288, 300)]
+    assert torch.isinf(logits[0]).all()
+    assert torch.equal(logits[[2, 3]], before[[2, 3]])
 
 
 class _Grammar:

@@ -3,19 +3,16 @@
 
 ``llguidance.torch`` is not imported: it applies ``torch.compile`` at import time, and its
 ``apply_token_bitmask_inplace`` takes tens of seconds to compile at first use on a CPU. Applying a
-bitmask here is two table gathers and two integer passes on any device (:func:`token_bitmask_bits`).
+bitmask here touches only the tokens it lists (:func:`apply_token_bitmask_`).
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 from llguidance import LLMatcher
-
-assert sys.byteorder == "little", "bitmask words are read byte by byte, least significant first"
 
 
 def allocate_token_bitmask(num_rows: int, vocab_size: int) -> torch.Tensor:
@@ -31,64 +28,77 @@ def fill_bitmask(matcher: LLMatcher, row: torch.Tensor) -> None:
     matcher.unsafe_compute_mask_ptr(row.data_ptr(), row.numel() * row.element_size())
 
 
-_SAME_WIDTH_INT = {4: torch.int32, 2: torch.int16}
+def _listed(bitmask: np.ndarray, bit: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, tokens)`` of the bits equal to ``bit`` (0 or 1). bitmask: int32 [num_rows, num_words];
+    rows, tokens: int64 [k]. Only the words that are not all ``1 - bit`` are unpacked."""
+    words = bitmask if bit else ~bitmask  # look for set bits
+    word_rows, word_ids = np.divmod(np.flatnonzero(words), words.shape[1])
+    selected = np.ascontiguousarray(words[word_rows, word_ids]).view(np.uint8)
+    hits = np.flatnonzero(np.unpackbits(selected, bitorder="little").view(np.bool_))  # flat bools: fast
+    hit_words = hits >> 5
+    return word_rows[hit_words], word_ids[hit_words] * 32 + (hits & 31)
 
 
-@functools.cache
-def _byte_tables(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two [256, 8] integer tables of ``dtype``'s width: entry ``[b, k]`` keeps every bit (``keep``) and
-    adds none (``fill``) where bit ``k`` of byte ``b`` is set, and clears every bit and sets -inf's
-    where it is not."""
-    int_dtype = _SAME_WIDTH_INT[torch.empty((), dtype=dtype).element_size()]
-    allowed = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).bool()
-    minus_inf = int(torch.tensor(float("-inf"), dtype=dtype).view(int_dtype))
-    keep = torch.where(allowed, -1, 0).to(int_dtype)
-    fill = torch.where(allowed, 0, minus_inf).to(int_dtype)
-    return keep.to(device), fill.to(device)
+def apply_token_bitmask_(
+    logits: torch.Tensor, bitmask: torch.Tensor, rows: Sequence[int] | None = None
+) -> None:
+    """Set disallowed tokens' logits to -inf, in place. logits: [num_logit_rows, vocab], contiguous (any
+    float dtype, any device); bitmask: int32 [num_rows, words] on the CPU, where llguidance writes it;
+    rows: the logits row of each bitmask row (default: the first ``num_rows``). Tokens past the
+    bitmask's width are disallowed.
+
+    Only the words that are neither all-allowed nor all-denied cost anything per token: a row's denied
+    tokens are listed from its words that are not all ones and set to -inf (inside a JSON string,
+    where nearly everything is allowed), or, when fewer words hold its allowed tokens, those are
+    listed and kept while the rest of the row becomes -inf (at a structural position, where a few
+    tokens are allowed). Tokens are listed on the host with numpy (where each torch op would cost more
+    than the work), as flat indices into the logits; the logits see one scatter (and, for rows listing
+    what is allowed, a gather, a row fill and a copy back), so nothing waits on a GPU and no
+    vocabulary-wide intermediate is built."""
+    words = bitmask.numpy()
+    num_rows, num_words = words.shape
+    vocab = logits.shape[-1]
+    logit_rows = np.arange(num_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+    list_denied = np.count_nonzero(words != -1, 1) <= np.count_nonzero(words, 1)  # [num_rows]
+    by_allowed = np.flatnonzero(~list_denied)
+    by_denied = np.flatnonzero(list_denied)
+    allowed_rows, allowed = _listed(words[by_allowed], 1)
+    denied_rows, denied = _listed(words[by_denied], 0)
+    kept_at = _flat(logit_rows[by_allowed][allowed_rows], allowed, vocab)
+    denied_at = _flat(logit_rows[by_denied][denied_rows], denied, vocab)
+    if num_words * 32 < vocab:  # tokens past the bitmask: denied too
+        past = np.arange(num_words * 32, vocab)
+        denied_at = np.concatenate([denied_at, (logit_rows[by_denied, None] * vocab + past).reshape(-1)])
+    flat_logits = logits.view(-1)
+    kept_index = _on(logits.device, kept_at)
+    kept = flat_logits.index_select(0, kept_index)
+    for row in logit_rows[by_allowed].tolist():
+        logits[row].fill_(float("-inf"))  # a plain fill: several times cheaper than index_fill_ on a CPU
+    flat_logits.index_copy_(0, kept_index, kept)
+    flat_logits.index_fill_(0, _on(logits.device, denied_at), float("-inf"))
 
 
-def token_bitmask_bits(
-    bitmask: torch.Tensor, vocab_size: int, *, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(keep, fill)`` for ``bitmask``: logits viewed as integers of their width become
-    ``logits & keep | fill``, themselves where allowed and exactly -inf where not. bitmask: int32
-    [num_rows, words] (any device); keep, fill: [num_rows, vocab_size]. Tokens past the bitmask's width
-    are disallowed.
-
-    Each byte of the little-endian int32 words indexes a 256 x 8 table, and applying is two integer
-    passes: no branches, no float arithmetic. A masked fill with a token-by-token mask costs ~1 ms per
-    248k-token row on a CPU (it branches on every element), unpacking with shifts builds a 32x larger
-    intermediate, and a float add is split across the thread pool, which on a busy CPU waits for its
-    slowest thread."""
-    num_rows = bitmask.shape[0]
-    byte_ids = bitmask.to(device, non_blocking=True).contiguous().view(torch.uint8).view(-1).int()
-    keep_table, fill_table = _byte_tables(device, dtype)
-    keep = keep_table.index_select(0, byte_ids).view(num_rows, -1)
-    fill = fill_table.index_select(0, byte_ids).view(num_rows, -1)
-    if keep.shape[-1] < vocab_size:
-        missing = vocab_size - keep.shape[-1]
-        keep = torch.nn.functional.pad(keep, (0, missing), value=0)
-        fill = torch.nn.functional.pad(fill, (0, missing), value=int(fill_table[0, 0]))
-    return keep[:, :vocab_size], fill[:, :vocab_size]
+def _on(device: torch.device, indices: np.ndarray) -> torch.Tensor:
+    """int64 indices on ``device``; to a GPU through pinned memory, queued behind its work, not waiting."""
+    host = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
+    if device.type == "cpu":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
-def apply_bits_(logits: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor) -> None:
-    """``logits & keep | fill`` in place, on the logits' bits. logits: [..., vocab], contiguous rows."""
-    bits = logits.view(keep.dtype)
-    bits.bitwise_and_(keep).bitwise_or_(fill)
-
-
-def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
-    """Set disallowed tokens' logits to -inf, in place. logits: [num_rows, vocab] (float32, bfloat16 or
-    float16, contiguous rows); bitmask: [num_rows, ceil(vocab / 32)] int32 (on any device)."""
-    keep, fill = token_bitmask_bits(bitmask, logits.shape[-1], device=logits.device, dtype=logits.dtype)
-    apply_bits_(logits, keep, fill)
+def _flat(rows: np.ndarray, tokens: np.ndarray, vocab: int) -> np.ndarray:
+    """Flat indices into [*, vocab] logits of the listed tokens within the vocabulary."""
+    inside = tokens < vocab
+    flat: np.ndarray = rows[inside] * vocab + tokens[inside]
+    return flat
 
 
 def allow_only(row: torch.Tensor, token_ids: Iterable[int]) -> None:
     """Make a bitmask row (int32 [words], on the CPU) allow exactly ``token_ids``."""
-    words = [0] * row.shape[0]
+    words: dict[int, int] = {}
     for token_id in token_ids:
-        words[token_id >> 5] |= 1 << (token_id & 31)
-    signed = [w - (1 << 32) if w >= 1 << 31 else w for w in words]
-    row.copy_(torch.tensor(signed, dtype=torch.int32))
+        words[token_id >> 5] = words.get(token_id >> 5, 0) | 1 << (token_id & 31)
+    row.zero_()
+    if words:
+        signed = [w - (1 << 32) if w >= 1 << 31 else w for w in words.values()]
+        row[list(words)] = torch.tensor(signed, dtype=torch.int32)

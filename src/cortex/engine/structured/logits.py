@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from cortex.engine.sampling import RowLogprobs, SamplerOutput
-from cortex.engine.structured.bitmask import allocate_token_bitmask, apply_bits_, token_bitmask_bits
+from cortex.engine.structured.bitmask import allocate_token_bitmask, apply_token_bitmask_
 from cortex.engine.structured.matcher import GrammarMatcher
 
 GrammarRow = tuple[int, GrammarMatcher, int]  # (logits row, matcher, remaining tokens)
@@ -26,18 +26,8 @@ def mask_logits(logits: torch.Tensor, rows: Sequence[GrammarRow]) -> None:
         for i, (_, grammar, remaining) in enumerate(rows)
         if grammar.fill_bitmask(bitmask[i], remaining=remaining)
     ]
-    if not masked:
-        return
-    vocab = logits.shape[-1]
-    if len(masked) < len(rows):
-        bitmask = bitmask.index_select(0, torch.tensor(masked))
-    keep, fill = token_bitmask_bits(bitmask, vocab, device=logits.device, dtype=logits.dtype)
-    logit_rows = [rows[i][0] for i in masked]
-    if logit_rows == list(range(logits.shape[0])):
-        apply_bits_(logits, keep, fill)
-        return
-    for i, row in enumerate(logit_rows):
-        apply_bits_(logits[row], keep[i], fill[i])
+    if masked:
+        apply_token_bitmask_(logits, bitmask[masked], rows=[rows[i][0] for i in masked])
 
 
 def keep_within_budget(logits: torch.Tensor, output: SamplerOutput, rows: Sequence[GrammarRow]) -> None:
