@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import msgspec
@@ -34,18 +35,11 @@ _ENDS = {
 _OPENAI_FINISH = re.compile(rb'"finish_reason": ?"')
 
 
-class StreamScanner:
-    def __init__(self, dialect: Dialect, *, drop_usage_chunk: bool = False, model: str | None = None) -> None:
-        self._dialect = dialect
-        self._drop_usage_chunk = drop_usage_chunk
-        self._model = model  # the name to show in Anthropic's message_start (the caller's)
+class EventBuffer(ABC):
+    """SSE bytes in as they arrive, complete events out: a trailing partial event is held back."""
+
+    def __init__(self) -> None:
         self._pending = b""
-        self.first_output_at: float | None = None
-        self.usage: dict[str, Any] | None = None  # OpenAI-shaped, for the metrics
-        self.started = False  # Anthropic: message_start has gone out (pings are allowed from here)
-        self.ended = False  # its last event (the terminator, or an error) has gone out
-        self.finished = False  # OpenAI: a choice with a finish_reason has gone out
-        self._input_usage: dict[str, Any] = {}  # Anthropic: message_start's usage, less output_tokens
 
     def feed(self, data: bytes) -> bytes:
         """The complete events of ``pending + data``, to pass on."""
@@ -55,6 +49,32 @@ class StreamScanner:
             self._pending = data
             return b""
         complete, self._pending = data[:end], data[end:]
+        return self._pass(complete)
+
+    def flush(self) -> bytes:
+        """What is left when the upstream ended (a last event without its blank line)."""
+        rest, self._pending = self._pending, b""
+        return self.feed(rest + b"\n\n") if rest.strip() else b""
+
+    @abstractmethod
+    def _pass(self, complete: bytes) -> bytes:
+        """What to pass on of these complete events."""
+
+
+class StreamScanner(EventBuffer):
+    def __init__(self, dialect: Dialect, *, drop_usage_chunk: bool = False, model: str | None = None) -> None:
+        super().__init__()
+        self._dialect = dialect
+        self._drop_usage_chunk = drop_usage_chunk
+        self._model = model  # the name to show in Anthropic's message_start (the caller's)
+        self.first_output_at: float | None = None
+        self.usage: dict[str, Any] | None = None  # OpenAI-shaped, for the metrics
+        self.started = False  # Anthropic: message_start has gone out (pings are allowed from here)
+        self.ended = False  # its last event (the terminator, or an error) has gone out
+        self.finished = False  # OpenAI: a choice with a finish_reason has gone out
+        self._input_usage: dict[str, Any] = {}  # Anthropic: message_start's usage, less output_tokens
+
+    def _pass(self, complete: bytes) -> bytes:
         if not self.ended and _ENDS[self._dialect].search(complete) is not None:
             self.ended = True
         if self._dialect == "openai" and not self.finished and _OPENAI_FINISH.search(complete) is not None:
@@ -67,11 +87,6 @@ class StreamScanner:
         elif not self.started or _ANTHROPIC_USAGE[1] in complete:
             complete = self._anthropic_events(complete)
         return complete
-
-    def flush(self) -> bytes:
-        """What is left when the upstream ended (a last event without its blank line)."""
-        rest, self._pending = self._pending, b""
-        return self.feed(rest + b"\n\n") if rest.strip() else b""
 
     def _has_output(self, events: bytes) -> bool:
         if self._dialect == "openai":

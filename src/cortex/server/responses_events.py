@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from cortex.server.relay_events import complete_end
+from cortex.server.relay_events import EventBuffer
 
 _BOUNDARY = re.compile(rb"\r?\n\r?\n")
 _LIFECYCLE = (b"response.created", b"response.in_progress", b"response.queued")
@@ -28,29 +28,17 @@ _ERROR = re.compile(rb'data: ?\{"error"')  # an error after the 200 (OpenAI's en
 _OUTPUT = (b"response.output_text.delta", b"response.reasoning_text.delta", b"response.output_item.added")
 
 
-class ResponsesScanner:
+class ResponsesScanner(EventBuffer):
     def __init__(self, patch: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__()
         self._patch = patch
-        self._pending = b""
         self.final: dict[str, Any] | None = None
         self.usage: dict[str, Any] | None = None  # OpenAI-shaped, for the metrics
         self.first_output_at: float | None = None
         self.ended = False  # a terminal or an error event has gone out
 
-    def feed(self, data: bytes) -> bytes:
-        """The complete events of ``pending + data``, to pass on."""
-        data = self._pending + data
-        end = complete_end(data)
-        if not end:
-            self._pending = data
-            return b""
-        complete, self._pending = data[:end], data[end:]
+    def _pass(self, complete: bytes) -> bytes:
         return b"".join(self._event(event) for event in _BOUNDARY.split(complete) if event)
-
-    def flush(self) -> bytes:
-        """What is left when the upstream ended (a last event without its blank line)."""
-        rest, self._pending = self._pending, b""
-        return self.feed(rest + b"\n\n") if rest.strip() else b""
 
     def _event(self, event: bytes) -> bytes:
         name, _, data = event.partition(b"\ndata:")
