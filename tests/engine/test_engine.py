@@ -214,11 +214,30 @@ async def test_stream_validation_errors_raise_on_first_iteration():
             pass
 
 
+async def test_add_request_validates_before_queueing_and_closing_it_unread_aborts():
+    with make_engine(FakeModel(delay_s=0.02)) as engine:
+        with pytest.raises(ContextLengthError):
+            await engine.add_request([1] * 200, GREEDY)
+        assert engine.stats().num_waiting == 0
+        params = SamplingParams(max_tokens=None, temperature=0.0, ignore_eos=True)
+        deltas = await engine.add_request([1, 2, 3], params, request_id="unread")
+        assert deltas.num_prompt_tokens == 3
+        await deltas.aclose()  # never iterated: the request still ends in the engine
+        assert not engine.abort("unread")
+        assert [d async for d in deltas] == []
+        finished = await engine.add_request([1, 2], GREEDY)
+        last = [d async for d in finished][-1]
+        assert last.finish_reason is not None
+        await finished.aclose()  # after the last delta: nothing left to abort
+        assert_all_free(engine)
+        assert engine.stats().total_generated_tokens < 93 + 12  # "unread" did not run to its end
+
+
 @pytest.mark.parametrize(
     ("prompts", "params", "error", "message"),
     [
-        ([[1] * 96], GREEDY, ContextLengthError, "max_model_len is 96"),
-        ([[1] * 90], GREEDY, ContextLengthError, r"plus max_tokens \(12\) exceeds max_model_len \(96\)"),
+        ([[1] * 96], GREEDY, ContextLengthError, "96 tokens; this model's context is 96 tokens"),
+        ([[1] * 90], GREEDY, ContextLengthError, r"max_tokens \(12\) \+ the prompt \(90 tokens\) exceed"),
         (["hello"], GREEDY, InvalidRequestError, "no tokenizer"),
         ([[1, 2]], SamplingParams(stop=["x"]), InvalidRequestError, "stop strings need a tokenizer"),
         ([[1, VOCAB_SIZE]], GREEDY, InvalidRequestError, r"token ids must be in \[0, 64\)"),

@@ -1,9 +1,9 @@
 """A scripted engine behind the real neuron app: the neuron's seams without torch or a model.
 
-``FakeEngine`` implements what the neuron uses of ``cortex.Engine`` (``stream``, ``chat_stream``,
-``stats``, ``close``, ``tokenizer``, ``max_model_len``) with a byte-level tokenizer and a reply script
-read from the model folder's ``config.json`` (``"fake": {...}``). It records aborts so tests can
-check that a client disconnect reaches the engine.
+``FakeEngine`` implements what the neuron uses of ``cortex.Engine`` (``add_request``, ``stats``,
+``close``, ``tokenizer``, ``max_model_len``) with a byte-level tokenizer and a reply script read from the
+model folder's ``config.json`` (``"fake": {...}``). It records aborts so tests can check that a client
+disconnect reaches the engine.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cortex.engine.outputs import ChatDelta, StreamDelta, Usage
+from cortex.engine.context_window import output_budget
+from cortex.engine.delta_stream import DeltaStream
+from cortex.engine.outputs import StreamDelta
 from cortex.engine.progress import Progress, ProgressCallback
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.stats import EngineStats
@@ -26,10 +28,19 @@ from cortex.server.served_engine import ModelFacts
 
 
 class ByteTokenizer:
-    """One token per UTF-8 byte; a ChatML-like template."""
+    """One token per UTF-8 byte; a ChatML-like template. ``num_prompts_rendered`` counts renderings
+    with a generation prompt (a request's prompt; ``render_chat`` also renders one without), and
+    ``last_messages`` holds the last such rendering's messages."""
 
     eos_token_ids = (0,)
     vocab_size = 256
+
+    def __init__(self) -> None:
+        self.num_prompts_rendered = 0
+        self.last_messages: list[dict[str, Any]] = []
+
+    def token_to_id(self, token: str) -> int | None:
+        return None  # no token is a tag: reasoning tokens are counted by re-encoding the reasoning
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         return list(text.encode())
@@ -51,6 +62,8 @@ class ByteTokenizer:
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
             parts.append(f"<|{message['role']}|>{content or ''}\n")
         if add_generation_prompt:
+            self.num_prompts_rendered += 1
+            self.last_messages = [dict(m) for m in messages]
             parts.append("<|assistant|>")
         return "".join(parts)
 
@@ -66,6 +79,11 @@ def write_fake_model(root: Path, name: str, **script: Any) -> Path:
 
 
 class FakeEngine:
+    """A scripted model behind the engine's seam: it "generates" its script's text one character (one
+    byte token) at a time, with the reasoning as ``<think>...</think>`` markup and, when the prompt
+    offers tools, the call as a Hermes ``<tool_call>``, so the real text layer parses its output. The
+    context check is the engine's own rule."""
+
     def __init__(self, script: Mapping[str, Any]) -> None:
         self.script = dict(script)
         self.tokenizer = ByteTokenizer()
@@ -76,95 +94,89 @@ class FakeEngine:
         self.finished: list[str] = []
         self.closed = False
         self.last_params: SamplingParams | None = None
-        self.last_messages: list[dict[str, Any]] = []  # the last chat's messages, as the engine got them
         self._count = 0
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def _next_id(self, request_id: str | None) -> str:
-        self._count += 1
-        return request_id or f"fake-{self._count}"
+    def _text(self, prompt_ids: Sequence[int], stops: Sequence[str]) -> tuple[str, str | None]:
+        """What the model "generates", and the stop string that ends the reply early, if any."""
+        reasoning = str(self.script.get("reasoning", ""))
+        text = f"<think>{reasoning}</think>" if reasoning else ""
+        reply = str(self.script.get("reply", "hello world"))
+        stop = next((s for s in stops if s in reply), None)
+        if stop is not None:  # the reply ends before the stop string, as the engine's does
+            return text + reply[: reply.index(stop)], stop
+        text += reply
+        tool = self.script.get("tool_call")
+        if tool and "<tools>" in self.tokenizer.decode(prompt_ids):
+            call = {"name": tool["name"], "arguments": tool["args"]}
+            text += f"<tool_call>{json.dumps(call)}</tool_call>"
+        return text, None
 
-    async def _tokens(self, text: str, params: SamplingParams, request_id: str) -> AsyncIterator[str]:
-        """Yield ``text`` one character at a time, honouring max_tokens and recording aborts."""
+    async def add_request(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
+        turn_boundary: int | None = None,
+    ) -> DeltaStream:
         if self.closed:
             raise RuntimeError("engine closed")
+        params = params or SamplingParams()
+        prompt_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        budget = output_budget(
+            num_prompt_tokens=len(prompt_ids), max_tokens=params.max_tokens, max_model_len=self.max_model_len
+        )
+        self._count += 1
+        request_id = request_id or f"fake-{self._count}"
         self.last_params = params
         self.started.append(request_id)
         self.num_running += 1
-        done = False
-        try:
-            await asyncio.sleep(float(self.script.get("prefill_delay_s", 0.0)))
-            limit = params.max_tokens if params.max_tokens is not None else len(text)
-            for count, char in enumerate(text[:limit]):
-                if count == self.script.get("fail_after"):
-                    raise RuntimeError("scripted engine failure")
-                await asyncio.sleep(float(self.script.get("token_delay_s", 0.0)))
-                yield char
-            done = True
-        finally:
-            self.num_running -= 1
-            (self.finished if done else self.aborted).append(request_id)
+        text, stop = self._text(prompt_ids, params.stop)
+        deltas = DeltaStream(request_id, num_prompt_tokens=len(prompt_ids), abort=self.abort)
+        self._tasks[request_id] = asyncio.ensure_future(
+            self._generate(request_id, text, stop, budget, deltas)
+        )
+        return deltas
 
-    async def stream(
-        self, prompt: str | list[int], params: SamplingParams, *, request_id: str | None = None
-    ) -> AsyncIterator[StreamDelta]:
-        request_id = self._next_id(request_id)
-        num_prompt = len(self.tokenizer.encode(prompt)) if isinstance(prompt, str) else len(prompt)
-        text = str(self.script.get("reply", "hello world"))
-        count = 0
-        async for char in self._tokens(text, params, request_id):
-            count += 1
-            yield StreamDelta(
-                request_id, [ord(char) % 256], char, num_prompt_tokens=num_prompt, num_generated_tokens=count
+    async def _generate(
+        self, request_id: str, text: str, stop: str | None, budget: int, deltas: DeltaStream
+    ) -> None:
+        counts = {"num_prompt_tokens": deltas.num_prompt_tokens}
+        await asyncio.sleep(float(self.script.get("prefill_delay_s", 0.0)))
+        for count, char in enumerate(text[:budget], 1):
+            if count - 1 == self.script.get("fail_after"):
+                self._end(request_id, self.aborted)
+                deltas.sink(RuntimeError("scripted engine failure"))
+                return
+            await asyncio.sleep(float(self.script.get("token_delay_s", 0.0)))
+            deltas.sink(
+                StreamDelta(request_id, [ord(char) % 256], char, num_generated_tokens=count, **counts)
             )
-        finish = "length" if params.max_tokens is not None and params.max_tokens < len(text) else "stop"
-        yield StreamDelta(
-            request_id, [], "", finish_reason=finish, num_prompt_tokens=num_prompt, num_generated_tokens=count
+        self._end(request_id, self.finished)
+        finish = "length" if len(text) > budget else "stop"
+        num_generated = min(len(text), budget)
+        stop_reason = stop if finish == "stop" else None
+        deltas.sink(
+            StreamDelta(request_id, [], "", finish, stop_reason, num_generated_tokens=num_generated, **counts)
         )
 
-    async def chat_stream(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        params: SamplingParams,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        **template_kwargs: Any,
-    ) -> AsyncIterator[ChatDelta]:
-        request_id = self._next_id(None)
-        self.last_messages = [dict(m) for m in messages]
-        prompt = self.tokenizer.apply_chat_template(messages, tools, **template_kwargs)
-        num_prompt = len(self.tokenizer.encode(prompt))
-        reasoning = str(self.script.get("reasoning", ""))
-        reply = str(self.script.get("reply", "hello world"))
-        matched = next((stop for stop in params.stop if stop in reply), None)
-        if matched is not None:  # the reply ends before the stop string, as the engine's does
-            reply = reply[: reply.index(matched)]
-        count = 0
-        async for char in self._tokens(reasoning + reply, params, request_id):
-            count += 1
-            if count <= len(reasoning):
-                yield ChatDelta(reasoning=char)
-            else:
-                yield ChatDelta(content=char)
-        finish = (
-            "length"
-            if params.max_tokens is not None and params.max_tokens < len(reasoning + reply)
-            else "stop"
-        )
-        tool = self.script.get("tool_call")
-        if tool and tools and finish == "stop":
-            yield ChatDelta(
-                tool_calls=[
-                    {
-                        "index": 0,
-                        "id": "call_fake0",
-                        "type": "function",
-                        "function": {"name": tool["name"], "arguments": ""},
-                    }
-                ]
-            )
-            yield ChatDelta(tool_calls=[{"index": 0, "function": {"arguments": json.dumps(tool["args"])}}])
-            finish = "tool_calls"
-        usage = Usage(num_prompt, count, reasoning_tokens=min(count, len(reasoning)))
-        yield ChatDelta(finish_reason=finish, usage=usage, stop_reason=matched if finish == "stop" else None)
+    def _end(self, request_id: str, outcome: list[str]) -> None:
+        self._tasks.pop(request_id)
+        self.num_running -= 1
+        outcome.append(request_id)
+
+    def abort(self, request_id: str) -> bool:
+        if request_id not in self._tasks:
+            return False
+        self._tasks[request_id].cancel()
+        self._end(request_id, self.aborted)
+        return True
+
+    @property
+    def last_messages(self) -> list[dict[str, Any]]:
+        """The last chat's messages, as its prompt was rendered from them."""
+        return self.tokenizer.last_messages
 
     def stats(self) -> EngineStats:
         return EngineStats(

@@ -258,6 +258,32 @@ async def test_anthropic_sdk_messages_and_count_tokens(neuron, client):
     assert events[0].message.usage.input_tokens == len(expected)
 
 
+async def test_each_chat_request_renders_its_prompt_once_and_a_prompt_too_long_is_a_400_before_a_stream(
+    neuron, client
+):
+    _, loader = neuron
+    messages = [{"role": "user", "content": "hi"}]
+    for path, body in [
+        ("/v1/chat/completions", {"model": "alpha", "messages": messages}),
+        ("/v1/chat/completions", {"model": "alpha", "messages": messages, "stream": True}),
+        ("/v1/messages", {"model": "alpha", "messages": messages, "max_tokens": 10**6}),
+        ("/v1/messages", {"model": "alpha", "messages": messages, "max_tokens": 10**6, "stream": True}),
+    ]:
+        assert (await client.post(path, json=body)).status_code == 200
+    assert loader.engines["alpha"].tokenizer.num_prompts_rendered == 4
+    too_long = [{"role": "user", "content": "x" * 5000}]
+    for path, param in [("/v1/chat/completions", "messages"), ("/v1/messages", None)]:
+        reply = await client.post(
+            path, json={"model": "alpha", "messages": too_long, "max_tokens": 5, "stream": True}
+        )
+        assert reply.status_code == 400
+        assert reply.headers["content-type"].startswith("application/json")
+        assert (reply.json()["error"].get("param"), "context" in reply.json()["error"]["message"]) == (
+            param,
+            True,
+        )
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param"),
     [

@@ -45,7 +45,9 @@ from cortex.engine.cache.prefix_cache import PrefixCache
 from cortex.engine.cache.slot_allocator import SlotAllocator
 from cortex.engine.cache.snapshot_pool import SnapshotPool
 from cortex.engine.config import ModelConfig
+from cortex.engine.context_window import output_budget
 from cortex.engine.cpu import CPU_STEP_LOCK, cpu_capabilities, num_threads_for
+from cortex.engine.delta_stream import DeltaStream
 from cortex.engine.engine_config import EngineConfig
 from cortex.engine.errors import EngineError, RankFailedError
 from cortex.engine.kernels.selection import resolve_kernels
@@ -63,7 +65,7 @@ from cortex.engine.stats import EngineStats, ThroughputMeter
 from cortex.engine.step_input import build_step_input
 from cortex.engine.structured.backend import GrammarBackend
 from cortex.engine.text.tokenizer import Tokenizer
-from cortex.errors import ContextLengthError, InvalidRequestError
+from cortex.errors import InvalidRequestError
 
 log = logging.getLogger("cortex.engine")
 
@@ -328,19 +330,9 @@ class Engine:
         params = (params or SamplingParams()).resolve(self.model_config.generation_defaults)
         if params.stop and self.tokenizer is None:
             raise InvalidRequestError("stop strings need a tokenizer; use stop_token_ids", param="stop")
-        room = self.max_model_len - len(prompt_ids)
-        if room < 1:
-            raise ContextLengthError(
-                f"the prompt has {len(prompt_ids)} tokens; max_model_len is {self.max_model_len}",
-                param="prompt",
-            )
-        if params.max_tokens is not None and params.max_tokens > room:
-            raise ContextLengthError(
-                f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({params.max_tokens}) exceeds "
-                f"max_model_len ({self.max_model_len})",
-                param="max_tokens",
-            )
-        max_tokens = params.max_tokens if params.max_tokens is not None else room
+        max_tokens = output_budget(
+            num_prompt_tokens=len(prompt_ids), max_tokens=params.max_tokens, max_model_len=self.max_model_len
+        )
         structured = params.structured_outputs
         if structured is not None and self._parallel is not None:
             # the matcher must sit beside the sampler, which runs in rank 0's process (step_input.py)
@@ -588,6 +580,34 @@ class Engine:
             )
         return outputs
 
+    async def add_request(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
+        turn_boundary: int | None = None,
+    ) -> DeltaStream:
+        """Validate a request and queue it now; its deltas come from the returned :class:`DeltaStream`.
+
+        Bad input (such as a prompt that does not fit the context) raises here, before anything is
+        queued, so a server can still answer with an error status. The caller must close the stream
+        (``aclose``), which aborts the request if it has not finished. Tokenising a text prompt and
+        building the grammar backend for the first structured request run off the event loop.
+        ``turn_boundary``: see :meth:`stream`.
+        """
+        if params is not None and params.structured_outputs is not None:
+            await asyncio.to_thread(self.grammar_backend)  # not on the event loop: it takes seconds
+        if isinstance(prompt, str):  # tokenising a long text takes a while: not on the event loop
+            request = await asyncio.to_thread(self._make_request, prompt, params, request_id, turn_boundary)
+        else:
+            request = self._make_request(prompt, params, request_id, turn_boundary)
+        deltas = DeltaStream(
+            request.request_id, num_prompt_tokens=request.num_prompt_tokens, abort=self.abort
+        )
+        self._submit(request, deltas.sink)
+        return deltas
+
     async def stream(
         self,
         prompt: str | Sequence[int],
@@ -604,37 +624,12 @@ class Engine:
         are expected to repeat this one, such as where a chat prompt's generation prompt starts; the
         engine keeps a state snapshot at the last block boundary at or before it.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
-
-        def sink(item: StreamDelta | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
-                if isinstance(item, StreamDelta) and item.finish_reason is None:
-                    self.abort(item.request_id)
-
-        if params is not None and params.structured_outputs is not None:
-            await asyncio.to_thread(self.grammar_backend)  # not on the event loop: it takes seconds
-        if isinstance(prompt, str):  # tokenising a long text takes a while: not on the event loop
-            request = await asyncio.to_thread(self._make_request, prompt, params, request_id, turn_boundary)
-        else:
-            request = self._make_request(prompt, params, request_id, turn_boundary)
-        self._submit(request, sink)
-        finished = False
+        deltas = await self.add_request(prompt, params, request_id=request_id, turn_boundary=turn_boundary)
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                finished = item.finish_reason is not None
-                yield item
-                if finished:
-                    return
+            async for delta in deltas:
+                yield delta
         finally:
-            if not finished:
-                self.abort(request.request_id)
+            await deltas.aclose()
 
     def chat(
         self,

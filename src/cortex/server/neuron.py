@@ -7,16 +7,17 @@ Routes (docs/servers.md and docs/fleet.md "Neuron contract" describe the bodies)
 :mod:`cortex.server.wire.responses`), ``GET /metrics``.
 
 Each inference request holds its model's admission slot from before the response starts (so a
-refusal is a real 429/503) until the last byte. Streams send SSE keep-alives while the prompt
-prefills; a client disconnect cancels the engine stream, which aborts the request. Shutdown drains
-in-flight requests for at most ``drain_timeout_s``, then closes the engines.
+refusal is a real 429/503) until the last byte. Its prompt is rendered and tokenised once and queued on
+the engine before the response starts, so a prompt that does not fit is a real 400 too. Streams send
+SSE keep-alives while the prompt prefills; a client disconnect closes the engine stream, which aborts
+the request. Shutdown drains in-flight requests for at most ``drain_timeout_s``, then closes the
+engines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,7 +27,6 @@ from litestar.openapi import OpenAPIConfig
 
 from cortex._version import __version__
 from cortex.engine.text.chat import render_chat_prompt
-from cortex.errors import InvalidRequestError
 from cortex.server import sse
 from cortex.server.auth import auth_hook
 from cortex.server.config import CortexConfig, NeuronConfig, load_config
@@ -48,7 +48,7 @@ from cortex.server.wire.bodies import (
     ModelUnloadBody,
     ResponsesBody,
 )
-from cortex.server.wire.request import ChatRequest, clamp_params
+from cortex.server.wire.request import ChatRequest
 
 
 def _state(request: Request[Any, Any, Any]) -> NeuronState:
@@ -74,21 +74,7 @@ async def _run_chat(
     stack = contextlib.AsyncExitStack()
     try:
         gen = await stack.enter_async_context(state.generation(parsed.model, endpoint))
-        tokenizer = gen.engine.tokenizer
-        if tokenizer is None:
-            raise InvalidRequestError("this model folder has no tokenizer.json, so it cannot chat")
-        # off the event loop: a long conversation takes a while to render and tokenise
-        prompt_ids = await asyncio.to_thread(
-            render_chat_prompt, tokenizer, parsed.messages, parsed.tools, **parsed.template_kwargs
-        )
-        gen.num_prompt_tokens = len(prompt_ids)
-        params = clamp_params(
-            parsed.params,
-            prompt_len=len(prompt_ids),
-            max_model_len=gen.engine.max_model_len,
-            clamp=parsed.clamp_max_tokens,
-        )
-        parsed = dataclasses.replace(parsed, params=params)
+        choices = await gen.start_chat(parsed)  # a prompt that does not fit is a 400 here
         model = parsed.model
 
         def on_error(error: BaseException) -> None:
@@ -96,16 +82,16 @@ async def _run_chat(
 
         if not parsed.stream:
             if dialect == "anthropic":
-                return Response(await anthropic.message(gen, parsed))
+                return Response(await anthropic.message(gen, choices))
             if echo is not None:
-                return Response(await responses.response(gen, parsed, echo))
-            return Response(await openai.chat_completion(gen, parsed))
+                return Response(await responses.response(gen, parsed, choices, echo))
+            return Response(await openai.chat_completion(gen, parsed, choices))
         if dialect == "anthropic":
-            events = anthropic.message_events(gen, parsed)
+            events = anthropic.message_events(gen, choices)
         elif echo is not None:
-            events = responses.response_events(gen, parsed, echo, on_error=on_error)
+            events = responses.response_events(gen, parsed, choices, echo, on_error=on_error)
         else:
-            events = openai.chat_completion_chunks(gen, parsed)
+            events = openai.chat_completion_chunks(gen, parsed, choices)
         return sse.event_stream(
             dialect,
             events,
@@ -255,26 +241,13 @@ async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
     stack = contextlib.AsyncExitStack()
     try:
         gen = await stack.enter_async_context(state.generation(parsed.model, "completions"))
-        prompt = parsed.prompt
-        if isinstance(prompt, str):
-            if gen.engine.tokenizer is None:
-                raise InvalidRequestError("this model has no tokenizer; send token ids", param="prompt")
-            gen.num_prompt_tokens = len(await asyncio.to_thread(gen.engine.tokenizer.encode, prompt))
-        else:
-            gen.num_prompt_tokens = len(prompt)
-        params = clamp_params(
-            parsed.params,
-            prompt_len=gen.num_prompt_tokens,
-            max_model_len=gen.engine.max_model_len,
-            clamp=parsed.clamp_max_tokens,
-        )
-        parsed = dataclasses.replace(parsed, params=params)
+        choices = await gen.start_completion(parsed)  # a prompt that does not fit is a 400 here
         if not parsed.stream:
-            return Response(await openai.completion(gen, parsed))
+            return Response(await openai.completion(gen, parsed, choices))
         model = parsed.model
         return sse.event_stream(
             "openai",
-            openai.completion_chunks(gen, parsed),
+            openai.completion_chunks(gen, parsed, choices),
             owner=stack.pop_all(),
             keepalive_s=state.config.keepalive_s,
             on_error=lambda e: state.record_error(model, error_type_name(e)),

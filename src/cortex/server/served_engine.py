@@ -8,13 +8,13 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from cortex.engine.outputs import ChatDelta, StreamDelta
+    from cortex.engine.delta_stream import DeltaStream
     from cortex.engine.progress import ProgressCallback
     from cortex.engine.sampling_params import SamplingParams
     from cortex.engine.stats import EngineStats
@@ -31,7 +31,8 @@ class ModelFacts:
 
 
 class ServedEngine(Protocol):
-    """An engine the neuron serves: text in both forms, streamed, abortable by closing the stream."""
+    """An engine the neuron serves: a prompt's text or ids in, its deltas streamed out, aborted by
+    closing the stream. Chat turns run over it through :mod:`cortex.engine.text.chat`."""
 
     @property
     def tokenizer(self) -> Tokenizer | None: ...
@@ -39,21 +40,16 @@ class ServedEngine(Protocol):
     @property
     def max_model_len(self) -> int: ...
 
-    def stream(
+    async def add_request(
         self,
         prompt: str | Sequence[int],
         params: SamplingParams | None = None,
         *,
         request_id: str | None = None,
-    ) -> AsyncIterator[StreamDelta]: ...
-
-    def chat_stream(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        params: SamplingParams | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        **template_kwargs: Any,
-    ) -> AsyncIterator[ChatDelta]: ...
+        turn_boundary: int | None = None,
+    ) -> DeltaStream:
+        """Validate (the context length included) and queue a request; its deltas come from the stream."""
+        ...
 
     def stats(self) -> EngineStats: ...
 

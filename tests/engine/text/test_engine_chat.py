@@ -8,9 +8,10 @@ from conversations import LOOP_START, TOOLS, agent_session, common_prefix
 from cortex.engine.engine_config import EngineConfig
 from cortex.engine.models import load_model
 from cortex.engine.sampling_params import SamplingParams
-from cortex.engine.text.chat import render_chat, render_chat_prompt
+from cortex.engine.text.chat import render_chat, render_chat_prompt, start_chat
 from cortex.engine.text.qwen import write_qwen_tokenizer_files
 from cortex.engine.text.reasoning import parse_reasoning, prompt_opens_reasoning
+from cortex.errors import ContextLengthError
 
 engine_module = pytest.importorskip("cortex.engine.engine")
 checkpoint = pytest.importorskip("cortex.engine.checkpoint")
@@ -46,6 +47,21 @@ async def test_chat_and_chat_stream_agree(engine):
     assert "".join(d.content for d in deltas) == reply.text
     assert deltas[-1].finish_reason == reply.finish_reason
     assert deltas[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+
+async def test_a_rendered_turn_starts_once_and_a_prompt_past_the_context_names_messages(engine):
+    prompt = render_chat(engine.tokenizer, MESSAGES, enable_thinking=False)
+    turn = await start_chat(engine, prompt, SamplingParams(max_tokens=None, temperature=0.0, ignore_eos=True))
+    assert turn.num_prompt_tokens == len(prompt.token_ids)
+    await turn.aclose()  # never read: the request still ends in the engine
+    assert engine.stats().num_running + engine.stats().num_waiting == 0
+    too_long = [{"role": "user", "content": "hi " * engine.max_model_len}]
+    with pytest.raises(ContextLengthError) as info:
+        await start_chat(engine, render_chat(engine.tokenizer, too_long), SamplingParams(max_tokens=4))
+    assert info.value.param == "messages"
+    with pytest.raises(ContextLengthError) as info:
+        await start_chat(engine, prompt, SamplingParams(max_tokens=engine.max_model_len))
+    assert info.value.param == "max_tokens"
 
 
 def test_thinking_on_output_starts_as_reasoning(engine):

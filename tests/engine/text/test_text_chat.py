@@ -13,6 +13,7 @@ from conversations import LOOP_START, agent_session, common_prefix
 from conversations import TOOLS as SESSION_TOOLS
 
 from cortex import translate
+from cortex.engine.delta_stream import DeltaStream
 from cortex.engine.outputs import RequestOutput, StreamDelta
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.text.chat import chat, render_chat, render_chat_prompt, stream_chat
@@ -42,7 +43,7 @@ THINK_AND_CALL = (
 
 
 class ScriptedEngine:
-    """The engine seam: generate / stream replay ``script`` (text encoded by the real tokenizer)."""
+    """The engine seam: generate / add_request replay ``script`` (text encoded by the real tokenizer)."""
 
     def __init__(self, tokenizer, script: str, finish_reason: str = "stop") -> None:
         self.tokenizer = tokenizer
@@ -50,6 +51,7 @@ class ScriptedEngine:
         self.finish_reason = finish_reason
         self.calls: list[tuple[list[int], SamplingParams | None]] = []
         self.turn_boundaries: list[int | None] = []
+        self.aborted: list[str] = []
 
     def _texts(self) -> list[str]:
         detok = IncrementalDetokenizer(self.tokenizer)
@@ -71,21 +73,25 @@ class ScriptedEngine:
             )
         ]
 
-    async def stream(self, prompt, params=None, *, turn_boundary=None):
+    async def add_request(self, prompt, params=None, *, request_id=None, turn_boundary=None):
         self.calls.append((list(prompt), params))
         self.turn_boundaries.append(turn_boundary)
+        deltas = DeltaStream("r", num_prompt_tokens=len(prompt), abort=self.aborted.append)
         texts = self._texts()
         for i, (token_id, text) in enumerate(zip(self.token_ids, texts, strict=True)):
             last = i == len(texts) - 1
-            yield StreamDelta(
-                request_id="r",
-                token_ids=[token_id],
-                text=text,
-                finish_reason=self.finish_reason if last else None,
-                num_prompt_tokens=len(prompt),
-                num_generated_tokens=i + 1,
-                num_cached_tokens=3 if last else 0,
+            deltas.sink(
+                StreamDelta(
+                    request_id="r",
+                    token_ids=[token_id],
+                    text=text,
+                    finish_reason=self.finish_reason if last else None,
+                    num_prompt_tokens=len(prompt),
+                    num_generated_tokens=i + 1,
+                    num_cached_tokens=3 if last else 0,
+                )
             )
+        return deltas
 
 
 async def collect(engine, *args, **kwargs):

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from cortex.errors import ContextLengthError, InvalidRequestError
+from cortex.errors import InvalidRequestError
 from cortex.server.wire.openai import parse_chat_request, parse_completion_request
-from cortex.server.wire.request import clamp_params
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -98,16 +97,6 @@ def test_completion_requests(body, param):
     with pytest.raises(InvalidRequestError) as caught:
         parse_completion_request({"model": "m", **body})
     assert caught.value.param == param
-
-
-def test_clamping_and_context_errors():
-    params = chat(max_tokens=100).params
-    assert clamp_params(params, prompt_len=10, max_model_len=50, clamp=True).max_tokens == 40
-    assert clamp_params(params, prompt_len=10, max_model_len=500, clamp=True).max_tokens == 100
-    with pytest.raises(ContextLengthError, match="at most 40"):
-        clamp_params(params, prompt_len=10, max_model_len=50, clamp=False)
-    with pytest.raises(ContextLengthError):
-        clamp_params(params, prompt_len=50, max_model_len=50, clamp=True)
 
 
 def test_response_format_and_forcing_tool_choices_become_engine_constraints():

@@ -10,7 +10,7 @@ cortex extensions (as vLLM names them): ``top_k``, ``min_p``, ``repetition_penal
 ``stop_token_ids``, ``chat_template_kwargs``.
 
 Outputs: :func:`chat_completion` / :func:`chat_completion_chunks` and :func:`completion` /
-:func:`completion_chunks` run a :class:`~cortex.server.generation.Generation` and shape what it yields:
+:func:`completion_chunks` shape the choices a :class:`~cortex.server.generation.Generation` started:
 ``n`` choices (up to :data:`MAX_CHOICES`), each finishing choice with ``stop_reason``, the stop string
 or stop token id that ended it (vLLM's extension; what Anthropic's ``stop_sequence`` is made from).
 """
@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cortex.engine.outputs import TokenLogprob, Usage
+from cortex.engine.outputs import ChatDelta, StreamDelta, TokenLogprob, Usage
 from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.structured.params import StructuredOutputsParams
 from cortex.errors import InvalidRequestError
@@ -214,10 +214,12 @@ def parse_completion_request(body: Any) -> CompletionRequest:
 # outputs
 
 
-async def chat_completion(gen: Generation, request: ChatRequest) -> dict[str, Any]:
+async def chat_completion(
+    gen: Generation, request: ChatRequest, choices: AsyncIterator[tuple[int, ChatDelta]]
+) -> dict[str, Any]:
     """A whole ``chat.completion`` body with ``n`` choices."""
     accs = [ChatAccumulator() for _ in range(request.n)]
-    async for index, delta in gen.chat_choices(request):
+    async for index, delta in choices:
         accs[index].add(delta)
     usages = [acc.usage or Usage(gen.num_prompt_tokens, 0) for acc in accs]
     return {
@@ -239,7 +241,9 @@ async def chat_completion(gen: Generation, request: ChatRequest) -> dict[str, An
     }
 
 
-async def chat_completion_chunks(gen: Generation, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+async def chat_completion_chunks(
+    gen: Generation, request: ChatRequest, choices: AsyncIterator[tuple[int, ChatDelta]]
+) -> AsyncIterator[dict[str, Any]]:
     """``chat.completion.chunk`` dicts: a role chunk per choice first (before the prefill), then deltas."""
     ids: dict[str, Any] = {"response_id": new_id("chatcmpl"), "model": gen.model, "created": now()}
     with_usage = request.include_usage  # then every chunk carries usage: null, the last one the usage
@@ -248,7 +252,7 @@ async def chat_completion_chunks(gen: Generation, request: ChatRequest) -> Async
             **ids, index=index, delta={"role": "assistant", "content": ""}, with_usage=with_usage
         )
     usages: dict[int, Usage] = {}
-    async for index, delta in gen.chat_choices(request):
+    async for index, delta in choices:
         if delta.usage is not None:
             usages[index] = delta.usage
         body = delta_dict(delta)
@@ -270,14 +274,16 @@ async def chat_completion_chunks(gen: Generation, request: ChatRequest) -> Async
         yield chunk
 
 
-async def completion(gen: Generation, request: CompletionRequest) -> dict[str, Any]:
+async def completion(
+    gen: Generation, request: CompletionRequest, choices: AsyncIterator[tuple[int, StreamDelta]]
+) -> dict[str, Any]:
     """A whole ``text_completion`` body with ``n`` choices."""
     texts = [""] * request.n
     finishes: list[str] = ["stop"] * request.n
     stop_reasons: list[str | int | None] = [None] * request.n
     usages = [Usage(gen.num_prompt_tokens, 0)] * request.n
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
-    async for index, delta in gen.completion_choices(request):
+    async for index, delta in choices:
         texts[index] += delta.text
         logprobs[index].extend(delta.logprobs or ())
         usages[index] = stream_usage(delta, gen.num_prompt_tokens)
@@ -302,13 +308,15 @@ async def completion(gen: Generation, request: CompletionRequest) -> dict[str, A
     }
 
 
-async def completion_chunks(gen: Generation, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
+async def completion_chunks(
+    gen: Generation, request: CompletionRequest, choices: AsyncIterator[tuple[int, StreamDelta]]
+) -> AsyncIterator[dict[str, Any]]:
     """``text_completion`` chunks (each choice's with its index), then a usage chunk when
     ``include_usage`` was asked for."""
     ids = {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": gen.model}
     usages = [Usage(gen.num_prompt_tokens, 0)] * request.n
     offsets = [0] * request.n
-    async for index, delta in gen.completion_choices(request):
+    async for index, delta in choices:
         usages[index] = stream_usage(delta, gen.num_prompt_tokens)
         if not delta.text and delta.finish_reason is None:
             continue

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from cortex import translate
+from cortex.engine.outputs import ChatDelta
 from cortex.server.edge import error_type_name, message_of
 from cortex.server.generation import Generation
 from cortex.server.wire import openai
@@ -28,14 +29,20 @@ def parse_responses_request(body: dict[str, Any]) -> tuple[ChatRequest, dict[str
     return openai.parse_chat_request(translate.responses_to_openai_request(body)), {**body, "store": False}
 
 
-async def response(gen: Generation, request: ChatRequest, body: dict[str, Any]) -> dict[str, Any]:
+async def response(
+    gen: Generation,
+    request: ChatRequest,
+    choices: AsyncIterator[tuple[int, ChatDelta]],
+    body: dict[str, Any],
+) -> dict[str, Any]:
     """A whole Response object."""
-    return translate.openai_to_responses_response(await openai.chat_completion(gen, request), body)
+    return translate.openai_to_responses_response(await openai.chat_completion(gen, request, choices), body)
 
 
 async def response_events(
     gen: Generation,
     request: ChatRequest,
+    choices: AsyncIterator[tuple[int, ChatDelta]],
     body: dict[str, Any],
     *,
     on_error: Callable[[BaseException], None],
@@ -44,7 +51,7 @@ async def response_events(
     ``response.completed``. A failure after the stream started ends it with ``response.failed``."""
     builder = ResponsesStreamBuilder(body)
     try:
-        async for chunk in openai.chat_completion_chunks(gen, request):
+        async for chunk in openai.chat_completion_chunks(gen, request, choices):
             for event in builder.feed(chunk):
                 yield event
     except Exception as error:
