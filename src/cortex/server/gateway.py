@@ -15,6 +15,7 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from litestar.params import FromPath, FromQuery
 from cortex._version import __version__
 from cortex.fleet import Fleet, UpstreamError
 from cortex.server.auth import auth_hook, is_authorized
+from cortex.server.claude_code import claude_code_command
 from cortex.server.config import CortexConfig, load_config
 from cortex.server.edge import body_schema, dialect_of, error_response, error_type_name
 from cortex.server.fleet_config import build_fleet
@@ -43,6 +45,7 @@ from cortex.server.responses_store import ResponsesStore
 from cortex.server.status import LOCKED_PAGE, status_page
 
 PUBLIC_PATHS = frozenset({"/", "/health"})
+log = logging.getLogger("cortex.gateway")
 
 
 def _relay(request: Request[Any, Any, Any]) -> Relay:
@@ -198,7 +201,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         try:
-            async with the_fleet:
+            async with the_fleet:  # the first poll is done: the catalogue is known
+                line = claude_code_command(
+                    the_fleet.catalogue(),
+                    base_url=f"http://{config.gateway.listen}",
+                    needs_key=bool(config.auth.api_keys),
+                )
+                if line is not None:
+                    log.info("Claude Code with the model's real context window (docs/servers.md): %s", line)
                 yield
         finally:
             await store.close()
