@@ -77,15 +77,22 @@ def test_forced_preemption_matches_transformers(checkpoint):
 
 async def test_stream_and_abort(checkpoint):
     folder, expected = checkpoint
-    with Engine.from_pretrained(folder, max_model_len=256) as engine:
+    max_model_len = 256
+    with Engine.from_pretrained(folder, max_model_len=max_model_len) as engine:
         tokens: list[int] = []
         params = SamplingParams(max_tokens=None, temperature=0.0, ignore_eos=True)  # long enough to abort
+        aborted = False
         async for delta in engine.stream(PROMPTS[1], params, request_id="r"):
             tokens.extend(delta.token_ids)
-            if len(tokens) == 5:
+            if len(tokens) >= 5 and not aborted:
+                # the step thread may have run ahead of this loop on a busy machine: deltas it queued
+                # before the abort still arrive, then the abort ends the stream
                 engine.abort("r")
-        assert tokens == expected[1][:5]
+                aborted = True
+        assert len(tokens) >= 5
+        assert tokens[:NUM_TOKENS] == expected[1][: len(tokens)]
         assert delta.finish_reason == "abort"
+        assert len(PROMPTS[1]) + len(tokens) < max_model_len  # the abort ended it, not the context
         stats = engine.stats()
         assert (stats.num_running, stats.num_kv_blocks_used, stats.num_state_slots_used) == (0, 0, 0)
 
