@@ -9,10 +9,13 @@ table shows p50 / p99 latency, requests per second, the latency added over direc
 and the gateway process's CPU time per request. All processes share this machine's cores, so compare
 rows of one run, not runs.
 
-    python benchmarks/gateway.py [--duration 5] [--gateway-src src] [--no-litellm] [--json out.json]
+    python benchmarks/gateway.py [--duration 5] [--gateway-src src] [--asgi cortex,uvicorn,granian]
+                                 [--no-litellm] [--json out.json]
 
 ``--gateway-src`` points the gateway process at another source tree (e.g. an older checkout's src/),
-which is how the before/after tables in docs/benchmarks.md were made.
+which is how the before/after tables in docs/benchmarks.md were made. ``--asgi uvicorn,granian`` runs
+the same gateway app under each ASGI server (rows ``gw-uvicorn``, ``gw-granian``), which is how the
+server was chosen.
 """
 
 from __future__ import annotations
@@ -238,19 +241,35 @@ def process(args: list[str], *, env: dict[str, str] | None = None) -> Iterator[s
             proc.wait()
 
 
+def _asgi_command(asgi: str, port: int, config: Path) -> list[str]:
+    """The gateway's process: ``cortex`` runs ``python -m cortex.server.gateway`` (the ASGI server
+    cortex serves with); ``uvicorn`` and ``granian`` run the same app under that server's own CLI, each
+    with its fastest kept options (uvloop; httptools for uvicorn), the access log off, one worker."""
+    target = "cortex.server.gateway:create_app"
+    if asgi == "cortex":
+        return [sys.executable, "-m", "cortex.server.gateway", "--config", str(config)]
+    if asgi == "uvicorn":
+        options = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+        return [sys.executable, "-m", "uvicorn", "--factory", *options, "--port", str(port), target]
+    if asgi == "granian":
+        options = ["--interface", "asgi", "--loop", "uvloop", "--no-ws", "--log-level", "warning"]
+        return [sys.executable, "-m", "granian", "--factory", *options, "--port", str(port), target]
+    raise SystemExit(f"unknown ASGI server {asgi!r}: cortex, uvicorn or granian")
+
+
 @contextmanager
-def gateway(upstream_url: str, *, src: Path, workdir: Path) -> Iterator[Target]:
+def gateway(upstream_url: str, *, src: Path, workdir: Path, asgi: str = "cortex") -> Iterator[Target]:
     port, metrics_port = free_port(), free_port()
     config = workdir / "cortex.toml"
     config.write_text(
         f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{metrics_port}"\n'
         f'[[neurons]]\nname = "fake"\nurl = "{upstream_url}"\n'
     )
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    with process([sys.executable, "-m", "cortex.server.gateway", "--config", str(config)], env=env) as proc:
+    env = {**os.environ, "PYTHONPATH": str(src), "CORTEX_CONFIG": str(config)}
+    with process(_asgi_command(asgi, port, config), env=env) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_until(f"{url}/v1/models", ready='"bench"')
-        yield Target("gateway", url, (proc.pid,))
+        yield Target("gateway" if asgi == "cortex" else f"gw-{asgi}", url, (proc.pid,))
 
 
 @contextmanager
@@ -307,7 +326,7 @@ def ratios(rows: list[Row]) -> str:
     lines = []
     for (target, dialect, mode, clients), row in by.items():
         peer = by.get(("litellm", dialect, mode, clients))
-        if target != "gateway" or peer is None:
+        if not target.startswith(("gateway", "gw-")) or peer is None:
             continue
         rate = row.requests_per_s / peer.requests_per_s if peer.requests_per_s else float("inf")
         added = (
@@ -315,7 +334,7 @@ def ratios(rows: list[Row]) -> str:
             if row.added_p50_ms and peer.added_p50_ms and row.added_p50_ms > 0
             else ""
         )
-        lines.append(f"- {dialect} {mode} at {clients}: {rate:.0f}x LiteLLM's requests/s{added}")
+        lines.append(f"- {target} {dialect} {mode} at {clients}: {rate:.0f}x LiteLLM's requests/s{added}")
     return "\n".join(lines)
 
 
@@ -325,6 +344,11 @@ def main() -> None:
     parser.add_argument("--clients", default="1,64", help="connection counts (default 1,64)")
     parser.add_argument(
         "--gateway-src", type=Path, default=SRC, help="the cortex source tree the gateway runs"
+    )
+    parser.add_argument(
+        "--asgi",
+        default="cortex",
+        help="the gateway's ASGI servers, comma-separated: cortex (its own command), uvicorn, granian",
     )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out even if installed")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -347,9 +371,13 @@ def main() -> None:
                 clients_list=clients_list,
                 workdir=workdir,
             )
-            print("gateway", file=sys.stderr)
-            with gateway(upstream_url, src=args.gateway_src.resolve(), workdir=workdir) as target:
-                rows += measure(target, duration_s=args.duration, clients_list=clients_list, workdir=workdir)
+            for asgi in args.asgi.split(","):
+                print(f"gateway ({asgi})", file=sys.stderr)
+                src = args.gateway_src.resolve()
+                with gateway(upstream_url, src=src, workdir=workdir, asgi=asgi) as target:
+                    rows += measure(
+                        target, duration_s=args.duration, clients_list=clients_list, workdir=workdir
+                    )
             if not args.no_litellm:
                 print("litellm", file=sys.stderr)
                 with litellm(upstream_url, workdir=workdir) as peer:
