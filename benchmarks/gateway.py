@@ -286,7 +286,14 @@ def litellm(upstream_url: str, *, workdir: Path) -> Iterator[Target | None]:
         f"      api_base: {upstream_url}/v1\n      api_key: unused\n"
         "litellm_settings:\n  drop_params: true\n"
     )
-    env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOG": "ERROR"}
+    env = {
+        **os.environ,
+        "LITELLM_MASTER_KEY": LITELLM_KEY,
+        "LITELLM_LOG": "ERROR",
+        # its /v1/messages sends an openai/ model's requests to the Responses API unless told otherwise;
+        # the upstream (like most OpenAI-compatible servers) has Chat Completions only
+        "LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES": "true",
+    }
     with process(
         [executable, "--config", str(config), "--port", str(port), "--num_workers", "1"], env=env
     ) as proc:
