@@ -1,14 +1,15 @@
 """A scripted engine behind the real neuron app: the neuron's seams without torch or a model.
 
 ``FakeEngine`` implements what the neuron uses of ``cortex.Engine`` (``add_request``, ``stats``,
-``close``, ``tokenizer``, ``max_model_len``) with a byte-level tokenizer and a reply script read from the
-model folder's ``config.json`` (``"fake": {...}``). It records aborts so tests can check that a client
-disconnect reaches the engine.
+``close``, ``tokenizer``, ``max_model_len``, ``failure``) with a byte-level tokenizer and a reply script
+read from the model folder's ``config.json`` (``"fake": {...}``). It records aborts so tests can check
+that a client disconnect reaches the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -24,7 +25,7 @@ from cortex.engine.sampling_params import SamplingParams
 from cortex.engine.stats import EngineStats
 from cortex.server.config import NeuronConfig
 from cortex.server.neuron import create_app
-from cortex.server.served_engine import ModelFacts
+from cortex.server.served_engine import LoadPlan, ModelFacts
 
 
 class ByteTokenizer:
@@ -71,7 +72,8 @@ class ByteTokenizer:
 def write_fake_model(root: Path, name: str, **script: Any) -> Path:
     """A model folder the FakeLoader understands. Script keys: reply, reasoning, tool_call (name, args),
     memory_bytes, max_model_len, load_delay_s, load_steps, prefill_delay_s, token_delay_s, fail_load,
-    fail_after (the stream raises after that many characters)."""
+    fail_after (the stream raises after that many characters), and per tensor-parallel split N:
+    split_memory_bytes {N: bytes per device}, split_errors {N: why not}."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "fake", "fake": script}))
@@ -93,6 +95,7 @@ class FakeEngine:
         self.aborted: list[str] = []
         self.finished: list[str] = []
         self.closed = False
+        self.failure: BaseException | None = None  # set by a test: the engine has failed for good
         self.last_params: SamplingParams | None = None
         self._count = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -204,6 +207,7 @@ class FakeLoader:
         self.engines: dict[str, FakeEngine] = {}
         self.load_calls: list[str] = []
         self.load_gate: threading.Event | None = None
+        self.plans: dict[str, LoadPlan] = {}  # the last load plan, by model id
 
     @staticmethod
     def _script(path: Path) -> dict[str, Any]:
@@ -215,15 +219,18 @@ class FakeLoader:
             architecture="fake",
             estimated_memory_bytes=int(script.get("memory_bytes", 1000)),
             max_model_len=int(script.get("max_model_len", 4096)),
+            split_memory_bytes={int(n): int(b) for n, b in script.get("split_memory_bytes", {}).items()},
+            split_errors={int(n): str(why) for n, why in script.get("split_errors", {}).items()},
         )
 
     def tokenizer(self, path: Path) -> ByteTokenizer:
         return ByteTokenizer()
 
-    def load(self, path: Path, progress: ProgressCallback) -> FakeEngine:
+    def load(self, path: Path, plan: LoadPlan, progress: ProgressCallback) -> FakeEngine:
         """Reads ``load_steps`` (default 4) tensors of 1000 bytes, ``load_delay_s`` in all; a
         ``load_gate`` (a ``threading.Event``, set by the test on ``self``) holds the load halfway."""
         self.load_calls.append(path.name)
+        self.plans[path.name] = plan
         script = self._script(path)
         num_steps = int(script.get("load_steps", 4))
         job = Progress(
@@ -246,9 +253,29 @@ class FakeLoader:
         return engine
 
 
-def make_neuron(root: Path, **overrides: object) -> tuple[Any, FakeLoader]:
+def make_neuron(
+    root: Path, *, gpus: Sequence[int] | None = None, **overrides: object
+) -> tuple[Any, FakeLoader]:
+    """A neuron app over the FakeLoader; ``gpus`` scripts its GPUs (each that many bytes), else it is a
+    CPU neuron."""
     loader = FakeLoader()
     config = NeuronConfig.model_validate(
         {"name": "n1", "model_dirs": [str(root)], "memory_budget_bytes": 10**6, **overrides}
     )
-    return create_app(config, loader=loader), loader
+    probe = None if gpus is None else functools.partial(scripted_gpus, tuple(gpus))
+    return create_app(config, loader=loader, probe_devices=probe), loader
+
+
+def scripted_gpus(memory: Sequence[int]) -> list[dict[str, Any]]:
+    """GPUs as ``cortex.server.devices`` reports them, with ``memory[i]`` bytes on GPU i."""
+    return [
+        {
+            "index": index,
+            "device": f"cuda:{index}",
+            "name": "Fake GPU",
+            "memory_total_bytes": total,
+            "memory_used_bytes": 0,
+            "memory_free_bytes": total,
+        }
+        for index, total in enumerate(memory)
+    ]

@@ -8,6 +8,7 @@ from cortex.engine.engine import Engine
 from cortex.server.config import NeuronConfig
 from cortex.server.engine_loader import TorchEngineLoader
 from cortex.server.neuron_state import NeuronState
+from cortex.server.served_engine import LoadPlan
 
 
 def _loader(config: NeuronConfig) -> TorchEngineLoader:
@@ -25,7 +26,7 @@ def test_prefix_caching_keys_reach_the_engine(tiny_qwen_root: Path) -> None:
         snapshot_interval_blocks=8,
         snapshot_memory_fraction=0.5,
     )
-    engine = _loader(config).load(tiny_qwen_root / "tiny", progress=lambda snapshot: None)
+    engine = _loader(config).load(tiny_qwen_root / "tiny", LoadPlan(("cpu",)), progress=lambda snapshot: None)
     assert isinstance(engine, Engine)
     with engine:
         assert engine.config.enable_prefix_caching
@@ -37,7 +38,7 @@ def test_prefix_caching_keys_reach_the_engine(tiny_qwen_root: Path) -> None:
 
 def test_ssm_state_dtype_reaches_the_engine(tiny_qwen_root: Path) -> None:
     config = NeuronConfig(model_dirs=(tiny_qwen_root,), device="cpu", ssm_state_dtype="bfloat16")
-    engine = _loader(config).load(tiny_qwen_root / "tiny", progress=lambda snapshot: None)
+    engine = _loader(config).load(tiny_qwen_root / "tiny", LoadPlan(("cpu",)), progress=lambda snapshot: None)
     assert isinstance(engine, Engine)
     with engine:
         assert engine.config.ssm_state_dtype == "bfloat16"

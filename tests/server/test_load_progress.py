@@ -18,7 +18,7 @@ from cortex.engine.text.tokenizer import Tokenizer
 from cortex.server.config import NeuronConfig
 from cortex.server.engine_loader import TorchEngineLoader
 from cortex.server.neuron import create_app
-from cortex.server.served_engine import ModelFacts, ServedEngine
+from cortex.server.served_engine import LoadPlan, ModelFacts, ServedEngine
 
 
 async def _health_model(client: httpx.AsyncClient, model: str) -> dict | None:
@@ -82,14 +82,14 @@ class ThrottledLoader:
     def tokenizer(self, path: Path) -> Tokenizer | None:
         return self.inner.tokenizer(path)
 
-    def load(self, path: Path, progress: ProgressCallback) -> ServedEngine:
+    def load(self, path: Path, plan: LoadPlan, progress: ProgressCallback) -> ServedEngine:
         def throttled(snapshot: ProgressSnapshot) -> None:
             self.seen.append(snapshot)
             progress(snapshot)
             if 0.5 <= snapshot.fraction < 1.0:
                 self.release.wait(timeout=30)
 
-        return self.inner.load(path, throttled)
+        return self.inner.load(path, plan, throttled)
 
 
 @pytest.mark.slow

@@ -64,7 +64,7 @@ async def test_health_discovery_and_models_follow_the_contract(client):
 
     loaded = await client.post("/models/load", json={"model": "alpha"})
     assert loaded.status_code == 200
-    assert loaded.json() == {"id": "alpha", "status": "loaded"}
+    assert loaded.json() == {"id": "alpha", "status": "loaded", "tensor_parallel": 1, "devices": ["cpu"]}
     (model,) = (await client.get("/models")).json()["models"]
     assert model["id"] == "alpha"
     assert model["status"] == "loaded"

@@ -32,6 +32,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from cortex.server.errors import ConfigError
@@ -221,6 +222,29 @@ class CatalogueEntry(_Section):
     path: Path = Field(
         description="Its Hugging Face folder, anywhere on the host.", examples=["/data/models/Qwen3.6-27B"]
     )
+    tensor_parallel: int | None = Field(
+        default=None,
+        ge=1,
+        description="The devices (rank processes) this model is split over (docs/parallel.md). Unset: "
+        "the length of `devices`, else `[neuron] tensor_parallel`.",
+        examples=[2],
+    )
+    devices: tuple[Annotated[int, Field(ge=0)], ...] | None = Field(
+        default=None,
+        description="The GPU indices it loads on, one per rank. Unset: the GPUs with the most room.",
+        examples=[[0, 1]],
+    )
+
+    @model_validator(mode="after")
+    def _one_device_per_rank(self) -> CatalogueEntry:
+        if self.devices is not None:
+            if len(set(self.devices)) != len(self.devices) or not self.devices:
+                raise ValueError(f"devices must be distinct GPU indices, got {list(self.devices)}")
+            if self.tensor_parallel is not None and self.tensor_parallel != len(self.devices):
+                raise ValueError(
+                    f"devices lists {len(self.devices)} GPUs for tensor_parallel={self.tensor_parallel}"
+                )
+        return self
 
 
 class NeuronConfig(_Section):
@@ -286,6 +310,21 @@ class NeuronConfig(_Section):
         ge=1,
         description="Requests running at once per model (the engine's `max_num_seqs`).",
         examples=[64],
+    )
+    tensor_parallel: int = Field(
+        default=1,
+        ge=1,
+        description="The devices (rank processes, torch.distributed) each model is split over, unless "
+        "its catalogue entry or the load names another; a model whose heads do not divide so loads on "
+        "one device (docs/parallel.md).",
+        examples=[2],
+    )
+    rank_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A tensor-parallel model whose rank takes longer than this over one step (a wedged "
+        "collective, a hung device) is stopped and reported `failed`; a dead rank is noticed at once.",
+        examples=[30],
     )
     enable_prefix_caching: bool = Field(
         default=True,

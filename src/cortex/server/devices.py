@@ -1,5 +1,7 @@
 """Host and device facts for a neuron's ``/health`` and ``/discovery``.
 
+Each device entry names the device as an engine takes it (``"device": "cuda:0"`` or ``"cpu"``).
+
 GPUs are read through NVML (``nvidia-ml-py``) when it is importable and a driver answers, else through
 ``torch.cuda`` (torch imported only here, lazily); with no GPU the host's RAM is reported as device
 ``cpu``. Utilization and temperature are reported where known.
@@ -30,6 +32,7 @@ def _nvml_devices() -> list[dict[str, Any]] | None:
             name = pynvml.nvmlDeviceGetName(handle)
             device: dict[str, Any] = {
                 "index": index,
+                "device": f"cuda:{index}",
                 "name": name.decode() if isinstance(name, bytes) else name,
                 "memory_total_bytes": int(memory.total),
                 "memory_used_bytes": int(memory.used),
@@ -59,6 +62,7 @@ def _torch_devices() -> list[dict[str, Any]] | None:
         devices.append(
             {
                 "index": index,
+                "device": f"cuda:{index}",
                 "name": torch.cuda.get_device_name(index),
                 "memory_total_bytes": int(total),
                 "memory_used_bytes": int(total - free),
@@ -83,6 +87,7 @@ def cpu_device() -> dict[str, Any]:
     total, available = _meminfo()
     return {
         "index": 0,
+        "device": "cpu",
         "name": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
         "memory_total_bytes": total,
         "memory_used_bytes": total - available,

@@ -1,8 +1,10 @@
 """The neuron's real :class:`~cortex.server.model_store.EngineLoader`: ``cortex.Engine`` over a folder.
 
 Inspecting a folder reads only its config.json (through ``ModelConfig.from_hf``); the memory estimate
-is the weights in the serving dtype plus the engine's cache budget. torch is imported when an engine
-is first built, not when this module is imported.
+is the weights in the serving dtype plus the engine's cache budget, on one device, and per device for
+each tensor-parallel split up to ``max_tensor_parallel`` (``cortex.engine.parallel.shard_config``: a
+rank's shapes, or which dimension does not divide). torch is imported when an engine is first built,
+not when this module is imported.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cortex.engine.progress import ProgressCallback
-from cortex.server.served_engine import ModelFacts, ServedEngine
+from cortex.server.served_engine import LoadPlan, ModelFacts, ServedEngine
 
 if TYPE_CHECKING:
     from cortex.engine.text.tokenizer import Tokenizer
@@ -33,18 +35,34 @@ class TorchEngineLoader:
     snapshot_interval_blocks: int = 64
     snapshot_memory_fraction: float = 0.2
     ssm_state_dtype: str = "float32"
+    max_tensor_parallel: int = 1  # the largest split to estimate (the neuron's devices, or its config)
+    rank_timeout_s: float = 60.0
 
     def inspect(self, path: Path) -> ModelFacts:
         from cortex.engine.config import ModelConfig
+        from cortex.engine.errors import ShardingError
+        from cortex.engine.parallel.shard_config import shard_config
 
         config = ModelConfig.from_hf(path)
         max_len = config.max_position_embeddings
         if self.max_model_len is not None:
             max_len = min(max_len, self.max_model_len)
+        # each rank holds its shard of the weights and a cache budget of its own
+        split: dict[int, int] = {}
+        errors: dict[int, str] = {}
+        for size in range(2, self.max_tensor_parallel + 1):
+            try:
+                rank = shard_config(config, size)
+            except ShardingError as error:
+                errors[size] = str(error)
+                continue
+            split[size] = rank.estimate_weight_bytes(self._dtype) + self._cache_bytes
         return ModelFacts(
             architecture=config.arch,
             estimated_memory_bytes=config.estimate_weight_bytes(self._dtype) + self._cache_bytes,
             max_model_len=max_len,
+            split_memory_bytes=split,
+            split_errors=errors,
         )
 
     def tokenizer(self, path: Path) -> Tokenizer | None:
@@ -52,12 +70,15 @@ class TorchEngineLoader:
 
         return Tokenizer.from_folder(path)
 
-    def load(self, path: Path, progress: ProgressCallback) -> ServedEngine:
+    def load(self, path: Path, plan: LoadPlan, progress: ProgressCallback) -> ServedEngine:
         from cortex.engine.engine import Engine
 
         return Engine.from_pretrained(
             path,
-            device=self.device,
+            device=plan.devices[0],
+            tensor_parallel_size=plan.tensor_parallel,
+            devices=plan.devices if plan.tensor_parallel > 1 else None,
+            rank_timeout_s=self.rank_timeout_s,
             dtype=self._dtype,
             max_num_seqs=self.max_num_seqs,
             max_model_len=self.max_model_len,

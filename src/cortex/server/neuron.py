@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
@@ -135,11 +135,20 @@ async def models(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @post("/models/load", status_code=200, dependencies=body_schema(ModelLoadBody))
 async def load(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """Loads a model (single-flight: concurrent loads of one model share one); 507 when it would exceed
-    the memory budget."""
-    model_id = validate_model_id((await read_body(request, ModelLoadBody))["model"])
-    await _state(request).store.load(model_id)
-    return {"id": model_id, "status": "loaded"}
+    """Loads a model (single-flight: concurrent loads of one model share one), split over
+    ``tensor_parallel`` devices (``devices``: which GPUs) when asked; 400 for a split its shapes do not
+    allow, 507 when it would exceed the memory budget or too few devices have room."""
+    body = await read_body(request, ModelLoadBody)
+    model_id = validate_model_id(body["model"])
+    devices = body.get("devices")
+    tensor_parallel = body.get("tensor_parallel") or (len(devices) if devices else None)
+    hosted = await _state(request).store.load(model_id, tensor_parallel=tensor_parallel, devices=devices)
+    return {
+        "id": model_id,
+        "status": "loaded",
+        "tensor_parallel": hosted.plan.tensor_parallel,
+        "devices": list(hosted.plan.devices),
+    }
 
 
 @post("/models/unload", status_code=200, dependencies=body_schema(ModelUnloadBody))
@@ -267,12 +276,14 @@ def create_app(
     *,
     loader: EngineLoader | None = None,
     metrics: NeuronMetrics | None = None,
+    probe_devices: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> Litestar:
-    """Build a neuron app. ``loader`` defaults to real cortex Engines on the configured device."""
+    """Build a neuron app. ``loader`` defaults to real cortex Engines on the configured device;
+    ``probe_devices`` to the host's devices (``cortex.server.devices``)."""
     if config is None:
         config = load_config()
     neuron_config = config.neuron if isinstance(config, CortexConfig) else config
-    state = NeuronState.create(neuron_config, loader=loader, metrics=metrics)
+    state = NeuronState.create(neuron_config, loader=loader, metrics=metrics, probe_devices=probe_devices)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

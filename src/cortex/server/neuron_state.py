@@ -9,13 +9,15 @@ counted, then admitted (:meth:`cortex.server.generation.Generation.admitted`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cortex.errors import InvalidRequestError
 from cortex.server.config import NeuronConfig
+from cortex.server.device_plan import Device, max_tensor_parallel
 from cortex.server.devices import devices_for, resolve_device
 from cortex.server.engine_loader import TorchEngineLoader
 from cortex.server.generation import Generation
@@ -33,13 +35,23 @@ class NeuronState:
     store: ModelStore
     metrics: NeuronMetrics
     device: str
+    # the host's devices as /health reports them (cortex.server.devices; a scripted list in tests)
+    probe_devices: Callable[[], list[dict[str, Any]]] = list
     tokenizers: dict[Path, Tokenizer | None] = field(default_factory=dict)
 
     @classmethod
     def create(
-        cls, config: NeuronConfig, *, loader: EngineLoader | None = None, metrics: NeuronMetrics | None = None
+        cls,
+        config: NeuronConfig,
+        *,
+        loader: EngineLoader | None = None,
+        metrics: NeuronMetrics | None = None,
+        probe_devices: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> NeuronState:
         device = resolve_device(config.device)
+        probe = probe_devices or functools.partial(devices_for, device)
+        devices = probe()
+        model_devices = [Device(d["index"], d["device"], d["memory_total_bytes"]) for d in devices]
         if loader is None:
             loader = TorchEngineLoader(
                 device=device,
@@ -51,18 +63,26 @@ class NeuronState:
                 snapshot_interval_blocks=config.snapshot_interval_blocks,
                 snapshot_memory_fraction=config.snapshot_memory_fraction,
                 ssm_state_dtype=config.ssm_state_dtype,
+                max_tensor_parallel=max_tensor_parallel(config, model_devices),
+                rank_timeout_s=config.rank_timeout_s,
             )
         metrics = metrics or NeuronMetrics()
         budget = config.memory_budget_bytes
         if budget is None:
-            budget = sum(d["memory_total_bytes"] for d in devices_for(device))
+            budget = sum(d["memory_total_bytes"] for d in devices)
 
         def on_loaded(model_id: str, seconds: float) -> None:
             metrics.model_loads.labels(model_id, config.name).inc()
             metrics.model_load_duration.labels(model_id, config.name).observe(seconds)
 
-        store = ModelStore(config, loader, memory_budget_bytes=budget, on_loaded=on_loaded)
-        state = cls(config=config, store=store, metrics=metrics, device=device)
+        store = ModelStore(
+            config,
+            loader,
+            memory_budget_bytes=budget,
+            devices=model_devices,
+            on_loaded=on_loaded,
+        )
+        state = cls(config=config, store=store, metrics=metrics, device=device, probe_devices=probe)
         metrics.registry.register(FunctionCollector(state.gauges))
         return state
 
@@ -76,7 +96,7 @@ class NeuronState:
         return {
             "status": "ok",
             "name": self.name,
-            "devices": devices_for(self.device),
+            "devices": self.devices(),
             "models": described,
             "in_flight": sum(h.admission.num_running for h in hosted),
             "queued": sum(h.admission.num_queued for h in hosted),
@@ -85,6 +105,15 @@ class NeuronState:
             "prefill_tokens_per_s": sum(m["prefill_tokens_per_s"] for m in described),
             "decode_tokens_per_s": sum(m["decode_tokens_per_s"] for m in described),
         }
+
+    def devices(self) -> list[dict[str, Any]]:
+        """The host's devices, each with the models on it and what their estimates reserve there."""
+        use = self.store.device_use()
+        described = []
+        for device in self.probe_devices():
+            reserved, models = use.get(device["device"], (0, []))
+            described.append({**device, "memory_reserved_bytes": reserved, "models": models})
+        return described
 
     def tokenizer_for(self, model_id: str) -> Tokenizer:
         """The model's tokenizer: the loaded engine's, else read from its folder (cached), never its
@@ -122,7 +151,7 @@ class NeuronState:
         return neuron_gauges(
             self.name,
             self.store.hosted(),
-            devices_for(self.device),
+            self.probe_devices(),
             memory_budget_bytes=self.store.memory_budget_bytes,
             memory_used_bytes=self.store.memory_used_bytes,
         )

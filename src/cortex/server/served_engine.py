@@ -8,8 +8,8 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,11 +23,36 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class ModelFacts:
-    """What discovery reports for a loadable model folder."""
+    """What discovery reports for a loadable model folder.
+
+    ``estimated_memory_bytes`` is the need on one device. For each split N > 1 the neuron could use
+    (tensor parallelism, up to its ``max_tensor_parallel``), ``split_memory_bytes[N]`` is the need of
+    *each* of the N devices (the rank's shard of the weights plus its own cache budget, so N times it
+    is more than the one-device figure), or ``split_errors[N]`` says which dimension does not divide.
+    """
 
     architecture: str
     estimated_memory_bytes: int
     max_model_len: int
+    split_memory_bytes: Mapping[int, int] = field(default_factory=dict)
+    split_errors: Mapping[int, str] = field(default_factory=dict)
+
+    def memory_per_device(self, tensor_parallel: int) -> int | None:
+        """Bytes each of ``tensor_parallel`` devices needs; None when the model does not split so."""
+        if tensor_parallel == 1:
+            return self.estimated_memory_bytes
+        return self.split_memory_bytes.get(tensor_parallel)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """How to load a model: over how many ranks, on which devices (``"cpu"`` or ``"cuda:N"`` each)."""
+
+    devices: tuple[str, ...]
+
+    @property
+    def tensor_parallel(self) -> int:
+        return len(self.devices)
 
 
 class ServedEngine(Protocol):
@@ -53,16 +78,21 @@ class ServedEngine(Protocol):
 
     def stats(self) -> EngineStats: ...
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the engine can no longer serve (a tensor-parallel rank failed); None while it serves."""
+        ...
+
     def close(self) -> None: ...
 
 
 class EngineLoader(Protocol):
     """Reads a model folder's facts and tokenizer (cheap: no weights) and builds an engine over it
-    (slow, run in a thread), reporting the load's progress to ``progress`` (a
+    (slow, run in a thread) as ``plan`` says, reporting the load's progress to ``progress`` (a
     ``cortex.engine.progress.ProgressCallback``)."""
 
     def inspect(self, path: Path) -> ModelFacts: ...
 
     def tokenizer(self, path: Path) -> Tokenizer | None: ...
 
-    def load(self, path: Path, progress: ProgressCallback) -> ServedEngine: ...
+    def load(self, path: Path, plan: LoadPlan, progress: ProgressCallback) -> ServedEngine: ...

@@ -240,12 +240,16 @@ class MessagesBody(CountTokensBody):
 
 
 class ModelLoadBody(_Body):
-    """``POST /models/load``."""
+    """``POST /models/load``; ``tensor_parallel`` (devices to split it over) and ``devices`` (which GPU
+    indices) apply when this call starts the load."""
 
     model: str
+    tensor_parallel: int | None = Field(default=None, ge=1)
+    devices: list[int] | None = None
 
 
-class ModelUnloadBody(ModelLoadBody):
+class ModelUnloadBody(_Body):
     """``POST /models/unload``; ``force`` aborts the model's requests in flight."""
 
+    model: str
     force: bool | None = None
