@@ -1,5 +1,6 @@
 """Sharding without processes: each rank's slices of real checkpoints, put back together, equal the
-unsharded tensors, and each rank loads a model of its shapes from them."""
+unsharded tensors, and each rank loads a model of its shapes from them, as large as its config
+estimates."""
 
 from __future__ import annotations
 
@@ -76,5 +77,7 @@ def test_each_rank_loads_a_model_of_its_shapes_from_its_slices(checkpoint):
         model, config = load_model(checkpoint, dtype="float32", device="cpu", shard=RankShard(full, rank, 2))
         assert config == shard_config(full, 2)
         rank_params.append(sum(p.numel() for p in model.parameters()))
+        # the per-device weights a neuron estimates from config.json alone (engine_loader.py)
+        assert config.estimate_weight_bytes("float32") == 4 * rank_params[-1]
     # everything split in halves, except what every rank holds whole (norms, routers, KV replicas)
     assert num_params / 2 < rank_params[0] == rank_params[1] < num_params * 0.6
