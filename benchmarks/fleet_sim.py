@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from cortex.fleet.profiles import FleetPolicy, ModelProfile
 from cortex.fleet.routing import route
-from cortex.fleet.snapshot import ModelSlot, NeuronView
+from cortex.fleet.snapshot import LoadNeed, ModelSlot, NeuronView
 
 GB = 1 << 30
 
@@ -137,7 +137,8 @@ class Simulation:
                 for m, s in n.models.items()
             }
             load = n.running + len(n.queue)
-            views.append(NeuronView(n.name, True, load, n.budget - used, slots, self.trace.sizes))
+            loadable = {m: LoadNeed(size) for m, size in self.trace.sizes.items()}
+            views.append(NeuronView(n.name, True, load, n.budget - used, slots, loadable))
         return views
 
     def arrive(self, request: int) -> None:

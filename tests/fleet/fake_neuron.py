@@ -47,6 +47,11 @@ class FakeNeuron:
     break_stream_after: int | None = None  # drop the connection after N chunks of every stream
     bad_data_after: int | None = None  # send an undecodable data line after N chunks of every stream
     not_loaded_code: str | None = "model_not_found"  # error code of a 404 for a model not loaded
+    # GPUs (bytes each) reported the way a cortex neuron does; a model split over N of them takes
+    # (its catalogue bytes) // N on each. Empty: one device that is the whole budget.
+    gpus: list[int] = field(default_factory=list)
+    placed: dict[str, list[int]] = field(default_factory=dict)  # model -> the GPU indices it is on
+    load_bodies: list[dict[str, Any]] = field(default_factory=list)  # every POST /models/load body
     events: list[tuple[str, str]] = field(default_factory=list)  # ("load"|"unload"|"start"|"end", model)
     status: dict[str, str] = field(default_factory=dict)
     in_flight: Counter[str] = field(default_factory=Counter)
@@ -60,6 +65,44 @@ class FakeNeuron:
 
     def used_bytes(self) -> int:
         return sum(self.catalogue[m] for m, s in self.status.items() if s in ("loaded", "loading"))
+
+    def _share(self, model: str) -> int:
+        return self.catalogue[model] // max(1, len(self.placed.get(model, [])))
+
+    def _reserved(self, gpu: int) -> int:
+        return sum(self._share(m) for m, on in self.placed.items() if gpu in on)
+
+    def _devices(self) -> list[dict[str, Any]]:
+        if not self.gpus:
+            used = self.used_bytes()
+            return [
+                {
+                    "index": 0,
+                    "name": "fake",
+                    "memory_total_bytes": self.memory_budget_bytes,
+                    "memory_used_bytes": used,
+                    "memory_free_bytes": self.memory_budget_bytes - used,
+                }
+            ]
+        return [
+            {
+                "index": i,
+                "device": f"cuda:{i}",
+                "name": "fake",
+                "memory_total_bytes": total,
+                "memory_reserved_bytes": self._reserved(i),
+                "models": sorted(m for m, on in self.placed.items() if i in on),
+            }
+            for i, total in enumerate(self.gpus)
+        ]
+
+    def _place(self, model: str, split: int) -> list[int] | None:
+        """The ``split`` GPUs with the most room, if each holds the model's share; None otherwise."""
+        share = self.catalogue[model] // split
+        by_room = sorted(range(len(self.gpus)), key=lambda i: (self._reserved(i) - self.gpus[i], i))[:split]
+        if len(by_room) < split or any(self._reserved(i) + share > self.gpus[i] for i in by_room):
+            return None
+        return sorted(by_room)
 
     # ---- ASGI ------------------------------------------------------------------------------------
 
@@ -85,7 +128,8 @@ class FakeNeuron:
         elif route == ("GET", "/discovery"):
             await _json(send, 200, self.discovery())
         elif route == ("POST", "/models/load"):
-            await self.load(payload["model"], send)
+            self.load_bodies.append(payload)
+            await self.load(payload["model"], send, int(payload.get("tensor_parallel", 1)))
         elif route == ("POST", "/models/unload"):
             await self.unload(payload["model"], bool(payload.get("force")), send)
         elif scope["method"] == "POST" and scope["path"].startswith("/v1/"):
@@ -97,17 +141,23 @@ class FakeNeuron:
         used = self.used_bytes()
         return {
             "status": "ok",
-            "devices": [
-                {
-                    "index": 0,
-                    "name": "fake",
-                    "memory_total_bytes": self.memory_budget_bytes,
-                    "memory_used_bytes": used,
-                    "memory_free_bytes": self.memory_budget_bytes - used,
-                }
-            ],
+            "devices": self._devices(),
             "models": [
-                {"id": m, "status": s, "in_flight": self.in_flight[m], "queued": 0, "kv_cache_usage": 0.0}
+                {
+                    "id": m,
+                    "status": s,
+                    "in_flight": self.in_flight[m],
+                    "queued": 0,
+                    "kv_cache_usage": 0.0,
+                    **(
+                        {
+                            "devices": [f"cuda:{i}" for i in self.placed[m]],
+                            "memory_per_device_bytes": self._share(m),
+                        }
+                        if m in self.placed
+                        else {}
+                    ),
+                }
                 for m, s in self.status.items()
             ],
             "in_flight": sum(self.in_flight.values()),
@@ -122,12 +172,19 @@ class FakeNeuron:
         return {
             "host": {"name": self.name},
             "models": [
-                {"id": m, "architecture": "Fake", "estimated_memory_bytes": b, "max_model_len": 4096}
+                {
+                    "id": m,
+                    "architecture": "Fake",
+                    "estimated_memory_bytes": b,
+                    "max_model_len": 4096,
+                    "tensor_parallel": 1,
+                    "memory_per_device_bytes": {str(n): b // n for n in range(1, len(self.gpus) + 1)},
+                }
                 for m, b in self.catalogue.items()
             ],
         }
 
-    async def load(self, model: str, send: Send) -> None:
+    async def load(self, model: str, send: Send, split: int = 1) -> None:
         self.events.append(("load", model))
         if model not in self.catalogue:
             await _error(send, 404, f"unknown model {model}", "model_not_found")
@@ -141,12 +198,19 @@ class FakeNeuron:
             if self.used_bytes() + self.catalogue[model] > self.memory_budget_bytes:
                 await _error(send, 507, f"{model} does not fit", "insufficient_memory")
                 return
+            if self.gpus:
+                on = self._place(model, split)
+                if on is None:
+                    await _error(send, 507, f"{model} does not fit on {split} GPUs", "insufficient_memory")
+                    return
+                self.placed[model] = on
             self._loading[model] = asyncio.Event()
             self.status[model] = "loading"
             await asyncio.sleep(self.load_delay_s)
             self.status[model] = "loaded"
             self._loading.pop(model).set()
-        await _json(send, 200, {"id": model, "status": "loaded"})
+        devices = {"devices": [f"cuda:{i}" for i in self.placed[model]]} if model in self.placed else {}
+        await _json(send, 200, {"id": model, "status": "loaded", **devices})
 
     async def unload(self, model: str, force: bool, send: Send) -> None:
         if model not in self.status:
@@ -158,6 +222,7 @@ class FakeNeuron:
             return
         self.events.append(("unload", model))
         del self.status[model]
+        self.placed.pop(model, None)
         await _json(send, 200, {"id": model, "status": "unloaded"})
 
     async def infer(self, path: str, payload: dict[str, Any], send: Send) -> None:

@@ -504,3 +504,28 @@ async def test_eviction_refused_by_a_busy_neuron_is_replanned(serve: Serve) -> N
         a.neuron.in_flight["v"] = 0
         assert await request == "a"
         assert a.neuron.calls("unload") == ["v"]
+
+
+async def test_a_min_devices_model_goes_where_that_many_gpus_have_room_and_evicts_by_gpu(
+    serve: Serve,
+) -> None:
+    catalogue = {"big": 40 * GB, "other": 40 * GB}
+    one = serve(FakeNeuron("one", catalogue, memory_budget_bytes=96 * GB, gpus=[96 * GB]))
+    three = serve(FakeNeuron("three", catalogue, memory_budget_bytes=96 * GB, gpus=[24 * GB] * 3))
+    profiles = [ModelProfile("big", min_devices=2), ModelProfile("other", min_devices=2)]
+    async with make_fleet([one, three], profiles) as fleet:
+        explained = fleet.explain("big")
+        assert (explained["action"], explained["neuron"]) == ("load", "three")
+        notes = {c["neuron"]: c["note"] for c in explained["candidates"]}
+        assert notes["one"] == "cannot load it: it is split over 2 GPUs (min_devices=2); this neuron has 1"
+        assert await chat(fleet, "big") == "three"
+        assert three.neuron.load_bodies == [{"model": "big", "tensor_parallel": 2}]
+        assert three.neuron.placed == {"big": [0, 1]}
+        await fleet.refresh()
+        # "other" needs 20 GB on each of 2 GPUs: cuda:2 has room, cuda:0 and cuda:1 only 4 GB, although
+        # the neuron's memory holds both; evicting "big" frees its share on the GPUs it spans
+        assert fleet.explain("other")["evict"] == ["big"]
+        assert await chat(fleet, "other") == "three"
+        assert three.neuron.calls("unload") == ["big"]
+        assert three.neuron.placed == {"other": [0, 1]}
+        assert one.neuron.calls("load") == []

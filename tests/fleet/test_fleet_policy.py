@@ -5,7 +5,7 @@ from __future__ import annotations
 from cortex.fleet.eviction import idle_expired, plan_eviction
 from cortex.fleet.profiles import FleetPolicy, ModelProfile
 from cortex.fleet.routing import route
-from cortex.fleet.snapshot import ModelSlot, NeuronView
+from cortex.fleet.snapshot import DeviceRoom, LoadNeed, ModelSlot, NeuronView
 
 GB = 1 << 30
 POLICY = FleetPolicy(min_residency_s=5.0)
@@ -14,7 +14,8 @@ POLICY = FleetPolicy(min_residency_s=5.0)
 def neuron(
     name: str, *slots: ModelSlot, free: int = 0, load: int = 0, healthy: bool = True, **loadable: int
 ) -> NeuronView:
-    return NeuronView(name, healthy, load, free, {s.model: s for s in slots}, loadable)
+    needs = {model: LoadNeed(size) for model, size in loadable.items()}
+    return NeuronView(name, healthy, load, free, {s.model: s for s in slots}, needs)
 
 
 def slot(model: str, **kwargs: object) -> ModelSlot:
@@ -134,3 +135,43 @@ def test_idle_expired_uses_last_use_and_ignores_busy_and_pinned() -> None:
     )
     ttl = {"idle": 30.0, "recent": 30.0, "busy": 30.0, "pinned": 30.0}
     assert idle_expired(view, ttl, now_s=100.0) == ["idle"]
+
+
+def gpus(*free: int) -> tuple[DeviceRoom, ...]:
+    return tuple(DeviceRoom(f"cuda:{i}", room) for i, room in enumerate(free))
+
+
+def test_a_split_model_goes_only_where_that_many_gpus_have_room_for_its_share() -> None:
+    need = {"m": LoadNeed(8 * GB, devices=2, tensor_parallel=2)}
+    views = [
+        NeuronView("one-gpu", True, free_bytes=80 * GB, loadable=need, devices=gpus(80 * GB)),
+        NeuronView("lopsided", True, free_bytes=20 * GB, loadable=need, devices=gpus(16 * GB, 3 * GB)),
+        NeuronView("roomy", True, free_bytes=10 * GB, loadable=need, devices=gpus(5 * GB, 1 * GB, 5 * GB)),
+        NeuronView("cpu", True, free_bytes=99 * GB, loadable={"m": LoadNeed(8 * GB, problem="no GPUs")}),
+    ]
+    decision = route("m", views, profile=None, policy=POLICY, now_s=100.0)
+    assert (decision.action, decision.neuron) == ("load", "roomy")
+    notes = dict(decision.notes)
+    assert "4294967296 bytes on each of 2 GPU(s), 1 of 1 have room" in notes["one-gpu"]
+    assert "1 of 2 have room" in notes["lopsided"]
+    assert notes["roomy"].startswith("fits (needs 8589934592 bytes over 2 GPUs")
+    assert notes["cpu"] == "cannot load it: no GPUs"
+
+
+def test_evicting_a_model_frees_its_share_on_each_gpu_it_spans() -> None:
+    split = slot(
+        "split", last_used_s=1.0, memory_bytes=6 * GB, devices=("cuda:0", "cuda:1"), device_bytes=3 * GB
+    )
+    whole = slot("whole", last_used_s=2.0, memory_bytes=3 * GB, devices=("cuda:2",), device_bytes=3 * GB)
+    view = NeuronView(
+        "a", True, free_bytes=3 * GB, models={"split": split, "whole": whole}, devices=gpus(GB, GB, 0, GB)
+    )
+    kwargs = {"strategy": "lru", "incoming_priority": 0, "now_s": 100.0, "min_residency_s": 0.0}
+    # 4 GB over two GPUs: evicting "split" frees 3 GB on cuda:0 and cuda:1, 4 GB on each
+    assert plan_eviction(view, 4 * GB, num_devices=2, **kwargs).victims == ("split",)
+    # one GPU with 3 GB: already there after the same eviction, never by evicting "whole" first
+    assert plan_eviction(view, 3 * GB, **kwargs).victims == ("split",)
+    assert plan_eviction(view, GB, **kwargs).victims == ()
+    never = plan_eviction(view, 12 * GB, num_devices=4, **kwargs)
+    assert never.victims is None
+    assert "3221225472 bytes on each of 4 GPU(s), 0 of 4 have room" in never.reason

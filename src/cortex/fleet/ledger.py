@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from cortex.fleet.poller import LocalLoad, NeuronState
 from cortex.fleet.profiles import ModelProfile
-from cortex.fleet.snapshot import ModelSlot, ModelStatus, NeuronView
+from cortex.fleet.snapshot import LoadNeed, ModelSlot, ModelStatus, NeuronView
 
 __all__ = ["Ledger"]
 
@@ -45,12 +45,38 @@ class Ledger:
         return profile.upstream_id if profile else model
 
     def memory_need(self, model: str, state: NeuronState) -> int:
-        """Bytes ``model`` needs on ``state``'s neuron: the profile's figure, else discovery's, else 0."""
+        """Bytes ``model`` needs on ``state``'s neuron (over all the devices it spans there)."""
+        return self.load_need(model, state).memory_bytes
+
+    def load_need(self, model: str, state: NeuronState) -> LoadNeed:
+        """What loading ``model`` on ``state``'s neuron takes. The split is the neuron's own for it
+        (``/discovery``'s ``tensor_parallel``), raised to the profile's ``min_devices``; the memory is the
+        profile's figure, else the neuron's per-device estimate at that split times the split, else its
+        ``estimated_memory_bytes`` (neurons that report no splits), else 0."""
         profile = self._by_id.get(model)
+        entry = state.loadable.get(self.upstream(model), {})
+        own = entry.get("tensor_parallel")
+        own = own if isinstance(own, int) and own >= 1 else 1
+        wanted = profile.min_devices if profile is not None and profile.min_devices else None
+        split = max(wanted or 1, own)
+        gpus = state.gpus
+        problem = None
+        if wanted is not None and len(gpus) < split:
+            problem = f"it is split over {split} GPUs (min_devices={wanted}); this neuron has {len(gpus)}"
+        per_device = entry.get("memory_per_device_bytes", {}).get(str(split))
+        estimate = entry.get("estimated_memory_bytes")
         if profile is not None and profile.memory_bytes is not None:
-            return profile.memory_bytes
-        estimate = state.loadable.get(self.upstream(model), {}).get("estimated_memory_bytes")
-        return estimate if isinstance(estimate, int) else 0
+            memory = profile.memory_bytes
+        elif isinstance(per_device, int):
+            memory = per_device * split
+        elif split == own and isinstance(estimate, int):
+            memory = estimate
+        else:
+            memory = 0
+            problem = (
+                problem or f"its shapes do not split over {split} devices there (no estimate in /discovery)"
+            )
+        return LoadNeed(memory, devices=split if gpus else 1, tensor_parallel=split, problem=problem)
 
     def where(self, model: str, statuses: Sequence[str]) -> list[str]:
         """Healthy neurons reporting ``model`` in one of ``statuses``."""
@@ -127,6 +153,8 @@ class Ledger:
                 - polled_by_model.get(upstream, 0)
             )
             profile = self._by_id.get(model)
+            spans = entry.get("devices")
+            share = entry.get("memory_per_device_bytes")
             models[model] = ModelSlot(
                 model=model,
                 status=status,
@@ -136,6 +164,8 @@ class Ledger:
                 pinned=profile.pinned if profile else False,
                 last_used_s=self.last_used.setdefault(key, now),
                 loaded_at_s=self.loaded_at.get(key, 0.0),
+                devices=tuple(map(str, spans)) if isinstance(spans, list) else (),
+                device_bytes=share if isinstance(share, int) else 0,
             )
         for upstream, reserved in state.reserved_bytes.items():
             model = self.canonical(upstream)
@@ -149,5 +179,6 @@ class Ledger:
             load=max(0, state.in_flight + state.queued - polled_total) + local_total,
             free_bytes=state.free_bytes,
             models=models,
-            loadable={m: self.memory_need(m, state) for m in map(self.canonical, state.loadable)},
+            loadable={m: self.load_need(m, state) for m in map(self.canonical, state.loadable)},
+            devices=state.device_rooms(),
         )

@@ -120,7 +120,11 @@ class Loader:
         upstream = self._ledger.upstream(model)
         victims = [(neuron, victim) for victim in evict]
         self._ledger.unloading.update(victims)
-        state.reserved_bytes[upstream] = self._ledger.memory_need(model, state)
+        need = self._ledger.load_need(model, state)
+        profile = self._ledger.profile(model)
+        # the split is sent only when the profile asks for one; else the neuron uses its own
+        split = need.tensor_parallel if profile is not None and profile.min_devices else None
+        state.reserved_bytes[upstream] = need.memory_bytes
         try:
             for _, victim in victims:
                 reply = await self.unload(neuron, victim, force=False, reason=f"evicted for {model}")
@@ -129,7 +133,9 @@ class Loader:
                 self._counters["evictions"] += 1
             self._counters["load_calls"] += 1
             try:
-                reply = await self._clients[neuron].load(upstream, timeout_s=self._policy.max_load_wait_s)
+                reply = await self._clients[neuron].load(
+                    upstream, tensor_parallel=split, timeout_s=self._policy.max_load_wait_s
+                )
             except NeuronTransportError as exc:
                 self._counters["load_failures"] += 1
                 return "failed", self._transport_failed(neuron, exc)
@@ -141,8 +147,7 @@ class Loader:
                     "failed",
                     f"load answered HTTP {reply.status}: {UpstreamError(neuron, reply.status, reply.body)}",
                 )
-            state.models[upstream] = {"id": upstream, "status": "loaded", "in_flight": 0, "queued": 0}
-            state.memory_used_bytes += state.reserved_bytes[upstream]
+            state.note_loaded(upstream, need.memory_bytes, reply.body)
             self._ledger.mark_loaded(neuron, model)
             self._counters["loads"] += 1
             return "loaded", ""
@@ -162,10 +167,7 @@ class Loader:
         finally:
             self._ledger.unloading.discard(key)
         if reply_ok(reply):
-            if state.models.pop(upstream, None) is not None:
-                state.memory_used_bytes = max(
-                    0, state.memory_used_bytes - self._ledger.memory_need(model, state)
-                )
+            state.note_unloaded(upstream, self._ledger.memory_need(model, state))
             self._ledger.forget(neuron, model)
             self._decisions.append(
                 {"time": time.time(), "model": model, "action": "unload", "neuron": neuron, "reason": reason}

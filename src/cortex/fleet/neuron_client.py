@@ -158,9 +158,15 @@ class NeuronClient:
         """``GET /v1/models`` of an OpenAI-compatible server: its catalogue."""
         return _as_dict(await self.get("/v1/models", timeout_s=timeout_s))
 
-    async def load(self, model: str, *, timeout_s: float) -> UpstreamReply:
-        """``POST /models/load``: blocks until the neuron has the model loaded (or refuses)."""
-        return await self.post("/models/load", {"model": model}, timeout_s=timeout_s)
+    async def load(
+        self, model: str, *, tensor_parallel: int | None = None, timeout_s: float
+    ) -> UpstreamReply:
+        """``POST /models/load``: blocks until the neuron has the model loaded (or refuses);
+        ``tensor_parallel`` asks for a split over that many devices (None: the neuron's own)."""
+        body: dict[str, Any] = {"model": model}
+        if tensor_parallel is not None:
+            body["tensor_parallel"] = tensor_parallel
+        return await self.post("/models/load", body, timeout_s=timeout_s)
 
     async def unload(self, model: str, *, force: bool = False) -> UpstreamReply:
         body: dict[str, Any] = {"model": model}

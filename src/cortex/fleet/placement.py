@@ -1,8 +1,10 @@
 """Where to cold-load a model: pure ranking of the neurons that could hold it.
 
-A neuron is eligible when it is healthy, not excluded by the caller, allowed by the model's profile
-and lists the model in its ``/discovery``. Eligible neurons rank by: fits without eviction first, then
-preferred neurons, then fewest evictions, then most free memory, then name (deterministic).
+A neuron is eligible when it is healthy, not excluded by the caller, allowed by the model's profile,
+lists the model in its ``/discovery``, can load it as the profile asks (``min_devices``: that many
+GPUs, at a split the model's shapes allow there) and has room for it, after evictions, in its memory
+and on enough of its GPUs (``eviction.fits``). Eligible neurons rank by: fits without eviction first,
+then preferred neurons, then fewest evictions, then most free memory, then name (deterministic).
 """
 
 from __future__ import annotations
@@ -55,11 +57,15 @@ def place(
             notes.append((view.name, "not in the profile's allowed_neurons"))
         elif model not in view.loadable:
             notes.append((view.name, "cannot load it (not in its /discovery)"))
+        elif view.loadable[model].problem is not None:
+            notes.append((view.name, f"cannot load it: {view.loadable[model].problem}"))
         else:
-            needed = profile.memory_bytes if profile and profile.memory_bytes else view.loadable[model]
+            need = view.loadable[model]
+            needed = profile.memory_bytes if profile and profile.memory_bytes else need.memory_bytes
             plan = plan_eviction(
                 view,
                 needed,
+                num_devices=need.devices,
                 strategy=policy.eviction,
                 incoming_priority=profile.priority if profile else 0,
                 now_s=now_s,
@@ -72,7 +78,8 @@ def place(
             preferred = profile is not None and view.name in profile.preferred_neurons
             options.append(Placement(view.name, plan.victims, view.free_bytes, preferred))
             how = f"fits after evicting {list(plan.victims)}" if plan.victims else "fits"
-            notes.append((view.name, f"{how} (needs {needed} bytes, {view.free_bytes} free)"))
+            over = f" over {need.devices} GPUs" if need.devices > 1 else ""
+            notes.append((view.name, f"{how} (needs {needed} bytes{over}, {view.free_bytes} free)"))
     if not options:
         return PlacementResult(None, retriable, tuple(notes))
     best = min(options, key=lambda p: (bool(p.evict), not p.preferred, len(p.evict), -p.free_bytes, p.neuron))

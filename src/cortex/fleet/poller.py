@@ -31,6 +31,7 @@ from typing import Any
 from cortex.fleet.errors import NeuronTransportError
 from cortex.fleet.neuron_client import NeuronClient
 from cortex.fleet.profiles import NeuronSpec
+from cortex.fleet.snapshot import DeviceRoom
 
 __all__ = ["LocalLoad", "NeuronState", "Poller"]
 
@@ -77,6 +78,53 @@ class NeuronState:
         """A poll got no answer in time: slow, not dead (see the module docstring)."""
         self.slow = True
         self.last_error = error
+
+    @property
+    def gpus(self) -> list[dict[str, Any]]:
+        """The GPUs ``/health`` lists (``"device": "cuda:N"``); none on a CPU neuron."""
+        return [d for d in self.devices if str(d.get("device", "")).startswith("cuda")]
+
+    def device_rooms(self) -> tuple[DeviceRoom, ...]:
+        """Each GPU with the memory its models' estimates leave; empty unless every GPU reports its
+        ``memory_reserved_bytes`` (a cortex neuron does)."""
+        rooms = []
+        for gpu in self.gpus:
+            total, reserved = gpu.get("memory_total_bytes"), gpu.get("memory_reserved_bytes")
+            if not isinstance(total, int) or not isinstance(reserved, int):
+                return ()
+            rooms.append(DeviceRoom(str(gpu["device"]), total - reserved))
+        return tuple(rooms)
+
+    def note_loaded(self, upstream: str, memory_bytes: int, reply: Any) -> None:
+        """Our load of ``upstream`` succeeded (``reply``: its body): count it until the next poll,
+        with its share on each device the neuron put it on."""
+        spans = reply.get("devices") if isinstance(reply, Mapping) else None
+        spans = [str(d) for d in spans] if isinstance(spans, list) and spans else []
+        share = memory_bytes // len(spans) if spans else 0
+        self.models[upstream] = {
+            "id": upstream,
+            "status": "loaded",
+            "in_flight": 0,
+            "queued": 0,
+            **({"devices": spans, "memory_per_device_bytes": share} if spans else {}),
+        }
+        self.memory_used_bytes += memory_bytes
+        self._reserve_on(spans, share)
+
+    def note_unloaded(self, upstream: str, memory_bytes: int) -> None:
+        """``upstream`` was unloaded: its memory (and its share on each of its devices) is free."""
+        entry = self.models.pop(upstream, None)
+        if entry is None:
+            return
+        self.memory_used_bytes = max(0, self.memory_used_bytes - memory_bytes)
+        spans, share = entry.get("devices"), entry.get("memory_per_device_bytes")
+        if isinstance(spans, list) and isinstance(share, int):
+            self._reserve_on([str(d) for d in spans], -share)
+
+    def _reserve_on(self, spans: list[str], share: int) -> None:
+        for gpu in self.gpus:
+            if isinstance(gpu.get("memory_reserved_bytes"), int):
+                gpu["memory_reserved_bytes"] += share * spans.count(str(gpu["device"]))
 
     def record_failure(self, error: str, *, unhealthy_after: int) -> None:
         self.consecutive_failures += 1

@@ -82,6 +82,10 @@ class ModelProfile:
     names or glob patterns (``claude-*``) that resolve to this model. ``tokenizer`` is a model folder
     (tokenizer.json and chat template) the gateway counts this model's tokens with, for ``openai``
     neurons, which cannot (count_tokens, and ``max_tokens`` clamped for Anthropic callers).
+    ``min_devices`` splits the model over at least that many GPUs of one neuron (tensor parallelism):
+    it is placed only on a neuron with that many GPUs that each have room for its share, and loaded
+    there with ``tensor_parallel`` = the larger of ``min_devices`` and the neuron's own split for it.
+    ``memory_bytes`` is then the need over all of them.
     """
 
     id: str = field(metadata=_doc("The model's id in the catalogue (what callers name).", "qwen3.6-27b"))
@@ -136,10 +140,21 @@ class ModelProfile:
             "/data/models/Qwen3.6-27B",
         ),
     )
+    min_devices: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Split the model over at least this many GPUs of one neuron (tensor parallelism): placed only "
+            "on a neuron with that many devices that each have room for its share. Unset: the neuron's "
+            "own split.",
+            2,
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not self.id:
             raise FleetConfigError("model: 'id' must be a non-empty string")
+        if self.min_devices is not None and self.min_devices < 1:
+            raise FleetConfigError(f"model {self.id!r}: 'min_devices' must be >= 1")
         if self.memory_bytes is not None and self.memory_bytes <= 0:
             raise FleetConfigError(f"model {self.id!r}: 'memory_bytes' must be > 0")
         if self.idle_ttl_s is not None and self.idle_ttl_s <= 0:
