@@ -39,8 +39,11 @@ def is_authorized(request: Request[Any, Any, Any], api_keys: Sequence[str]) -> b
 
 def auth_hook(
     api_keys: Sequence[str], *, public_paths: Collection[str] = ()
-) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
-    """A Litestar ``before_request`` hook enforcing ``api_keys`` (none: a no-op)."""
+) -> Callable[[Request[Any, Any, Any]], Awaitable[None]] | None:
+    """A Litestar ``before_request`` hook enforcing ``api_keys``; None (no hook, nothing to run per
+    request: building the request's URL alone was 2% of the gateway's CPU) when there are none."""
+    if not api_keys:
+        return None
 
     async def check(request: Request[Any, Any, Any]) -> None:
         if request.url.path not in public_paths and not is_authorized(request, api_keys):
