@@ -82,6 +82,28 @@ def test_decode_steps_continue_a_prefill() -> None:
     assert rel_rms(state[2], state_exact[2]) < 1e-6
 
 
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16], ids=["fp32-state", "bf16-state"])
+def test_decode_reference_updates_only_its_slots(state_dtype: torch.dtype) -> None:
+    # one token for each of five sequences: the fp32 pool is updated where it lies, a bf16 one via a copy
+    slots = torch.tensor([6, 1, 4, 0, 3])
+    inputs = ragged_inputs([len(slots)], dtype=torch.float32, seed=6)
+    del inputs["cu_seqlens"]
+    before = state_pool(8, dtype=state_dtype)
+    o_exact, state_exact = exact_prefill(  # a decode is a one-token prefill continuing each slot's state
+        inputs | {"cu_seqlens": torch.arange(len(slots) + 1, dtype=torch.int32)},
+        before,
+        state_slots=slots,
+        has_initial_state=torch.ones(len(slots), dtype=torch.bool),
+    )
+    state = before.clone()
+    o = gated_delta_rule_decode(**inputs, state=state, state_slots=slots, kernels="ref")
+    tol = 1e-6 if state_dtype == torch.float32 else 1e-2
+    assert rel_rms(o, o_exact) < tol
+    assert rel_rms(state[slots], state_exact[slots]) < tol
+    for slot in {2, 5, 7}:
+        assert torch.equal(state[slot], before[slot])
+
+
 def test_multi_token_reference_keeps_each_state() -> None:
     # two sequences of three tokens: the state after token t of sequence i lands in token_state_slots[i, t]
     inputs = ragged_inputs([6], dtype=torch.float32, seed=4)

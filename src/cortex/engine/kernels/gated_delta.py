@@ -66,7 +66,7 @@ def _normalise_qk(q: torch.Tensor, k: torch.Tensor, num_v_heads: int) -> tuple[t
 def _recurrent_step_(
     s: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor
 ) -> torch.Tensor:
-    """One token of the recurrence, updating ``s`` (a private contiguous copy) in place; returns o.
+    """One token of the recurrence, updating ``s`` (contiguous: a copy or a pool slot) in place; returns o.
 
     With the decay ``d = exp(g)`` and the old state S, both products come from S in one batched matmul:
     ``(d S)^T k = d (S^T k)`` and ``o = S_new^T q = d (S^T q) + (k . q) u``, and the new state ``d S + k u^T``
@@ -232,20 +232,25 @@ def gated_delta_rule_decode_ref(
     state: torch.Tensor,
     state_slots: torch.Tensor,
 ) -> torch.Tensor:
-    """Same contract as ``gated_delta_rule_decode``."""
-    slots = state_slots[:, None]
-    return gated_delta_rule_decode_multi_ref(
-        q,
-        k,
-        v,
-        a=a,
-        b=b,
-        A_log=A_log,
-        dt_bias=dt_bias,
-        state=state,
-        initial_state_slots=state_slots,
-        token_state_slots=slots,
-    )
+    """Same contract as ``gated_delta_rule_decode``.
+
+    Sequence by sequence, updating each slot's state where it lies when it is held in the compute
+    dtype (a copy otherwise): a sequence's state (1 MiB at Qwen3.5's shape) stays in the CPU's cache
+    across the step's passes over it, where a batch gathered into one copy would not.
+    """
+    # q, k: [num_seqs, num_k_heads, head_k_dim]; v: [num_seqs, num_v_heads, head_v_dim]; slots: [num_seqs]
+    dtype = _compute_dtype(v)
+    q_n, k_n = _normalise_qk(q, k, v.shape[1])
+    g, beta = gated_delta_gates_ref(a, b, A_log, dt_bias, dtype)
+    v_c = v.to(dtype)
+    out = torch.empty(v.shape, dtype=dtype, device=v.device)
+    in_place = state.dtype == dtype
+    for i, slot in enumerate(state_slots.tolist()):
+        s = state[slot] if in_place else state[slot].to(dtype)  # [H, dk, dv], contiguous
+        out[i] = _recurrent_step_(s, q_n[i], k_n[i], v_c[i], g[i], beta[i])
+        if not in_place:
+            state[slot] = s.to(state.dtype)
+    return out.to(v.dtype)
 
 
 def gated_delta_rule_prefill(
@@ -306,6 +311,10 @@ def gated_delta_rule_decode(
 
     Shapes as ``gated_delta_rule_prefill`` with one token per sequence; every sequence has a state.
     """
+    if kernels == "ref":
+        return gated_delta_rule_decode_ref(
+            q, k, v, a=a, b=b, A_log=A_log, dt_bias=dt_bias, state=state, state_slots=state_slots
+        )
     return gated_delta_rule_decode_multi(
         q, k, v, a=a, b=b, A_log=A_log, dt_bias=dt_bias, state=state, initial_state_slots=state_slots,
         token_state_slots=state_slots[:, None], kernels=kernels,

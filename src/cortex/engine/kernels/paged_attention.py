@@ -27,23 +27,28 @@ def paged_attention_decode(
     # q: [num_seqs, num_heads, head_dim], one query token per sequence; returns [num_seqs, num_heads,
     # head_dim]. Equal to paged_attention_ref with query_lens 1, in one attention call for all sequences:
     # their blocks gathered and padded to the longest context, positions past each seq_len masked out.
-    num_heads = q.shape[1]
+    # GQA without copying K/V per query head: the ``group`` query heads sharing a kv head are that kv
+    # head's queries (one token, so no causal order among them).
+    num_seqs, num_heads, head_dim = q.shape
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
     max_len = max(seq_lens)
     blocks = block_tables[:, : -(-max_len // block_size)].long().clamp(min=0)  # padding -1 -> any block
     group = num_heads // num_kv_heads
 
     def context(cache: torch.Tensor) -> torch.Tensor:
-        # [num_seqs, num_heads, max_len, head_dim]
-        kv = cache[blocks].flatten(1, 2)[:, :max_len].to(q.dtype)
-        return kv.repeat_interleave(group, dim=2).transpose(1, 2)
+        # [num_seqs, num_kv_heads, max_len, head_dim]
+        return cache[blocks].flatten(1, 2)[:, :max_len].to(q.dtype).transpose(1, 2)
 
     lens = torch.tensor(seq_lens, device=q.device)
     mask = torch.arange(max_len, device=q.device)[None, :] < lens[:, None]  # [num_seqs, max_len]
     o = F.scaled_dot_product_attention(
-        q[:, :, None, :], context(k_cache), context(v_cache), attn_mask=mask[:, None, None, :], scale=scale
-    )
-    return o[:, :, 0, :]
+        q.reshape(num_seqs, num_kv_heads, group, head_dim),
+        context(k_cache),
+        context(v_cache),
+        attn_mask=mask[:, None, None, :],
+        scale=scale,
+    )  # [num_seqs, num_kv_heads, group, head_dim]
+    return o.reshape(num_seqs, num_heads, head_dim)
 
 
 def paged_attention_ref(
