@@ -102,6 +102,8 @@ class NaiveRunner:
             logits_indices=torch.tensor(logits_idx, dtype=torch.int64, device=self.device),
             query_lens_host=tuple(query_lens),
             num_cached_tokens_host=tuple(cached),
+            max_query_len=max(query_lens),
+            max_seq_len=max(c + n for c, n in zip(cached, query_lens, strict=True)),
         )
         with torch.inference_mode():
             logits = self.model(batch, self.caches)

@@ -76,13 +76,28 @@ def test_repetition_penalty_matches_transformers(penalty):
     x = logits(1)
     seen = torch.tensor([3, 7, 7, 11, 40])
     expected = RepetitionPenaltyLogitsProcessor(penalty=penalty)(seen.unsqueeze(0), x.clone())
-    assert torch.equal(apply_repetition_penalty(x[0], seen, penalty), expected[0])
+    out = apply_repetition_penalty(x, torch.zeros_like(seen), seen, torch.tensor([penalty]))
+    assert torch.equal(out, expected)
+
+
+def test_repetition_penalty_applies_per_row():
+    x = logits(2)
+    out = apply_repetition_penalty(x, torch.tensor([1, 1]), torch.tensor([4, 9]), torch.tensor([1.0, 2.0]))
+    assert torch.equal(out[0], x[0])
+    assert out[1, 4] == (x[1, 4] / 2 if x[1, 4] > 0 else x[1, 4] * 2)
+    assert torch.equal(out[1, :4], x[1, :4])
 
 
 def test_presence_and_frequency_penalties_follow_openai():
-    x = torch.zeros(5)
-    out = apply_presence_frequency_penalties(x, torch.tensor([1, 1, 1, 3]), presence=0.5, frequency=0.25)
-    assert out.tolist() == [0.0, -(0.5 + 3 * 0.25), 0.0, -(0.5 + 0.25), 0.0]
+    x = torch.zeros(2, 5)
+    out = apply_presence_frequency_penalties(
+        x,
+        torch.tensor([0, 0, 0, 0, 1]),
+        torch.tensor([1, 1, 1, 3, 2]),
+        presence=torch.tensor([0.5, 0.0]),
+        frequency=torch.tensor([0.25, 1.0]),
+    )
+    assert out.tolist() == [[0.0, -(0.5 + 3 * 0.25), 0.0, -(0.5 + 0.25), 0.0], [0.0, 0.0, -1.0, 0.0, 0.0]]
 
 
 def test_greedy_is_argmax():

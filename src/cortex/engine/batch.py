@@ -4,6 +4,9 @@ The runner builds it from the scheduler's decision; models and layers only read 
 ragged batch of sequences, flattened: sequence ``i`` contributes the query tokens
 ``input_ids[cu_seqlens_q[i]:cu_seqlens_q[i+1]]``, whose positions continue after its
 ``num_cached_tokens[i]`` tokens already in the caches (a decode step is a 1-token query).
+
+The tensors are on the model's device; the host fields say what the runner knew when it built them,
+so layers choose code paths and kernel grids without reading a device value back.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ class ForwardBatch:
     # host copies of the small metadata, so layers can loop over sequences without device syncs
     query_lens_host: tuple[int, ...]
     num_cached_tokens_host: tuple[int, ...]
+    # host bounds: max_query_len >= every query length, max_seq_len >= every seq_lens[i] (a captured
+    # CUDA graph is built with the largest values it may replay with)
+    max_query_len: int
+    max_seq_len: int
 
     @property
     def num_seqs(self) -> int:

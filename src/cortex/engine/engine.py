@@ -168,7 +168,13 @@ class Engine:
             caches = allocate_caches(
                 specs, self.cache_plan, dtype=dtype, ssm_dtype=ssm_dtype, device=self.device
             )
-            self._runner = ModelRunner(model, caches, block_size=config.block_size, device=self.device)
+            self._runner = ModelRunner(
+                model,
+                caches,
+                block_size=config.block_size,
+                vocab_size=model_config.vocab_size,
+                device=self.device,
+            )
         self._parallel = parallel
         # generation_config's eos ids, plus the tokenizer's own eos (as vLLM does)
         self._eos_token_ids = frozenset(model_config.eos_token_ids) | frozenset(

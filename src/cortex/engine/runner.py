@@ -8,6 +8,12 @@ the step was cut for, and samples. It keeps one ``torch.Generator`` per request 
 depend only on its own history, and forgets it when a step lists the request as finished. A
 tensor-parallel rank runs the same runner over its shard of the model (``cortex.engine.parallel``):
 every rank calls :meth:`forward` (state copies included), one samples.
+
+A step reads nothing back from the device until its tokens are sampled: the runner builds every
+array of the step on the host (the forward's metadata and the sampler's columns, including each
+sampled row's uniform drawn from its CPU generator), copies them in one pinned transfer
+(:class:`HostPacket`), runs the forward and the sampler on the device, and copies the sampled ids
+(and logprobs) back once.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import torch
 from cortex.engine.batch import ForwardBatch
 from cortex.engine.cache.layer_cache import LayerCache
 from cortex.engine.cache.pools import copy_state_rows
-from cortex.engine.sampling import SamplerOutput, SamplingRow, sample
-from cortex.engine.step_input import StepInput
+from cortex.engine.host_packet import HostPacket
+from cortex.engine.sampling import SamplerOutput, SamplingInputs, SamplingRow, draw_uniforms, sample
+from cortex.engine.step_input import SeqInput, StepInput
 from cortex.engine.structured.logits import GrammarRow, keep_within_budget, mask_logits
 
 Model = Callable[[ForwardBatch, Sequence[LayerCache]], torch.Tensor]
@@ -30,27 +37,39 @@ Model = Callable[[ForwardBatch, Sequence[LayerCache]], torch.Tensor]
 
 class ModelRunner:
     def __init__(
-        self, model: Model, caches: Sequence[LayerCache], *, block_size: int, device: torch.device
+        self,
+        model: Model,
+        caches: Sequence[LayerCache],
+        *,
+        block_size: int,
+        vocab_size: int,
+        device: torch.device,
     ) -> None:
         self.model = model
         self.caches = caches
         self.block_size = block_size
+        self.vocab_size = vocab_size
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
 
-    def prepare(self, step: StepInput) -> ForwardBatch:
-        """Flatten the step's new tokens and metadata into device tensors (see ``ForwardBatch``)."""
+    # ---- the step's arrays ------------------------------------------------------------------------
+
+    def _put_forward(
+        self, seqs: Sequence[SeqInput], packet: HostPacket
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Add the forward's arrays (see ``ForwardBatch``) to ``packet``; returns the host query lengths
+        and cached-token counts."""
         input_ids: list[int] = []
         positions: list[int] = []
         slot_mapping: list[int] = []
         logits_indices: list[int] = []
         state_slots: list[int] = []
-        query_lens = tuple(seq.num_new_tokens for seq in step.seqs)
-        num_cached = tuple(seq.num_cached_tokens for seq in step.seqs)
+        query_lens = tuple(seq.num_new_tokens for seq in seqs)
+        num_cached = tuple(seq.num_cached_tokens for seq in seqs)
         cu_seqlens = [0, *accumulate(query_lens)]
-        max_num_blocks = max(len(seq.block_table) for seq in step.seqs)
+        width = max(len(seq.block_table) for seq in seqs)
         block_tables: list[list[int]] = []
-        for i, seq in enumerate(step.seqs):
+        for i, seq in enumerate(seqs):
             start, end = seq.num_cached_tokens, seq.num_cached_tokens + seq.num_new_tokens
             input_ids.extend(seq.token_ids)
             positions.extend(range(start, end))
@@ -59,62 +78,104 @@ class ModelRunner:
             slot_mapping.extend(
                 table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)
             )
-            block_tables.append([*table, *[-1] * (max_num_blocks - len(table))])
+            block_tables.append([*table, *[-1] * (width - len(table))])
             if seq.sampling is not None:
                 logits_indices.append(cu_seqlens[i + 1] - 1)
+        packet.put("input_ids", input_ids, torch.int64)
+        packet.put("positions", positions, torch.int64)
+        packet.put("cu_seqlens_q", cu_seqlens, torch.int32)
+        packet.put("num_cached_tokens", num_cached, torch.int32)
+        packet.put("seq_lens", [c + q for c, q in zip(num_cached, query_lens, strict=True)], torch.int32)
+        packet.put("slot_mapping", slot_mapping, torch.int64)
+        packet.put("block_tables", block_tables, torch.int32)
+        packet.put("state_slots", state_slots, torch.int64)
+        packet.put("logits_indices", logits_indices, torch.int64)
+        return query_lens, num_cached
 
-        def tensor(values: Sequence[int] | Sequence[Sequence[int]], dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
-
+    @staticmethod
+    def _forward_batch(
+        tensors: dict[str, torch.Tensor], query_lens: tuple[int, ...], num_cached: tuple[int, ...]
+    ) -> ForwardBatch:
         return ForwardBatch(
-            input_ids=tensor(input_ids, torch.int64),
-            positions=tensor(positions, torch.int64),
-            cu_seqlens_q=tensor(cu_seqlens, torch.int32),
-            num_cached_tokens=tensor(num_cached, torch.int32),
-            seq_lens=tensor([c + q for c, q in zip(num_cached, query_lens, strict=True)], torch.int32),
-            slot_mapping=tensor(slot_mapping, torch.int64),
-            block_tables=tensor(block_tables, torch.int32),
-            state_slots=tensor(state_slots, torch.int64),
-            logits_indices=tensor(logits_indices, torch.int64),
+            input_ids=tensors["input_ids"],
+            positions=tensors["positions"],
+            cu_seqlens_q=tensors["cu_seqlens_q"],
+            num_cached_tokens=tensors["num_cached_tokens"],
+            seq_lens=tensors["seq_lens"],
+            slot_mapping=tensors["slot_mapping"],
+            block_tables=tensors["block_tables"],
+            state_slots=tensors["state_slots"],
+            logits_indices=tensors["logits_indices"],
             query_lens_host=query_lens,
             num_cached_tokens_host=num_cached,
+            max_query_len=max(query_lens),
+            max_seq_len=max(c + q for c, q in zip(num_cached, query_lens, strict=True)),
         )
+
+    # ---- one step ---------------------------------------------------------------------------------
 
     def forward(self, step: StepInput) -> torch.Tensor:
         """Run the model over the step, with its state copies; logits [num_sampling_seqs, vocab] float32."""
-        forward_batch = self.prepare(step)
+        return self._forward(step, None)[0]
+
+    def _forward(
+        self, step: StepInput, inputs: SamplingInputs | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
+        """(logits of the sampling seqs, the step's device arrays, whether the sampler's columns
+        ``inputs`` are among them). One packet, one transfer. State rows are restored from prefix-cache
+        snapshots before the forward and saved after it."""
+        packet = HostPacket()
+        query_lens, num_cached = self._put_forward(step.seqs, packet)
+        shipped = False
+        if inputs is not None:
+            try:
+                inputs.put(packet)
+                shipped = True
+            except (OverflowError, RuntimeError, ValueError):  # a bad row: sample() isolates it
+                shipped = False
+        tensors = packet.to(self.device)
         copy_state_rows(self.caches, step.state_restores, device=self.device)
-        logits = self.model(forward_batch, self.caches)
+        logits = self.model(self._forward_batch(tensors, query_lens, num_cached), self.caches)
         copy_state_rows(self.caches, step.state_saves, device=self.device)
-        return logits
+        return logits, tensors, shipped
 
     def execute(self, step: StepInput) -> SamplerOutput:
         """Run one step; returns one sampled token per sampling seq of ``step``, in order."""
         for request_id in step.finished_request_ids:
             self._generators.pop(request_id, None)
-        logits = self.forward(step)
+        sampling = [(seq, seq.sampling) for seq in step.seqs if seq.sampling is not None]
         rows = [
             SamplingRow(
-                params=seq.sampling.params,
-                prompt_token_ids=seq.sampling.prompt_token_ids,
-                output_token_ids=seq.sampling.output_token_ids,
-                generator=self._generator(seq.request_id, seq.sampling.params.seed),
+                params=row.params,
+                prompt_token_ids=row.prompt_token_ids,
+                output_token_ids=row.output_token_ids,
+                generator=self._generator(seq.request_id, row.params.seed),
             )
-            for seq in step.seqs
-            if seq.sampling is not None
+            for seq, row in sampling
         ]
+        # the draws are taken before the forward (they ship with it); a step that fails gives them back,
+        # so a request rerun after a failed step draws exactly what it would have drawn
+        drawing = [row.generator for row in rows if not row.params.greedy]
+        states = [generator.get_state() for generator in drawing]
+        uniforms = draw_uniforms(rows)
+        inputs = SamplingInputs.build(rows, self.vocab_size, uniforms)
+        try:
+            logits, tensors, shipped = self._forward(step, inputs)
+        except BaseException:
+            for generator, state in zip(drawing, states, strict=True):
+                generator.set_state(state)
+            raise
         if not rows:
             return SamplerOutput([], [])
         # structured outputs: the grammar masks before sampling and vets the sampled token after it
-        sampling = [seq.sampling for seq in step.seqs if seq.sampling is not None]
         grammars: list[GrammarRow] = [
             (i, row.grammar, row.remaining_tokens)
-            for i, row in enumerate(sampling)
+            for i, (_, row) in enumerate(sampling)
             if row.grammar is not None
         ]
         if grammars:
             mask_logits(logits, grammars)
-        output = sample(logits, rows)
+        output = sample(logits, rows, uniforms=uniforms, shipped=(inputs, tensors) if shipped else None)
         if grammars:
             keep_within_budget(logits, output, grammars)
         return output

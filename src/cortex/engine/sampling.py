@@ -1,4 +1,4 @@
-"""sample(): next tokens from a step's logits, one row per request. Pure torch, no engine state.
+"""The sampler: next tokens from a step's logits, one row per request. Pure torch, no engine state.
 
 Per row, in this order (transformers' order in ``generate``): repetition penalty over prompt + generated
 tokens (as transformers' ``RepetitionPenaltyLogitsProcessor`` and vLLM), presence and frequency penalties
@@ -9,18 +9,30 @@ gets the same tokens whatever else is in the batch, on any device. Log-probabili
 model's raw distribution (``log_softmax`` of the logits before any penalty or warper), as vLLM returns
 them by default.
 
-One row's parameters can never fail its batch-mates: if sampling the batch raises, each row is sampled
-alone (with the uniform it already drew, so every other row gets exactly the token it would have got)
-and the rows that still raise are reported in ``SamplerOutput.errors`` for the engine to fail.
+The sampler never reads a device value back until its result is complete. It runs in three stages:
+
+1. :meth:`SamplingInputs.build` (host, no device): the rows' parameters as columns, each sampled row's
+   uniform drawn from its own generator, the penalised tokens flattened, and the host facts that pick
+   the code path (is any row sampled, do all sampled rows have a top-k, ...). :meth:`SamplingInputs.put`
+   adds the columns to the step's :class:`HostPacket` (one transfer with the forward's metadata).
+2. :func:`sample_on_device` (device only): penalties, argmax, warpers and draws, logprobs, with no
+   data-dependent Python branch on a device value.
+3. :meth:`SampledTokens.to_host` copies the result back once and returns a :class:`SamplerOutput`.
+
+:func:`sample` runs them (or stages 2 and 3 on columns the runner already shipped). One row's
+parameters can never fail its batch-mates: if sampling the batch raises, each row is sampled alone
+(with the uniform it already drew, so every other row gets exactly the token it would have got) and
+the rows that still raise are reported in ``SamplerOutput.errors`` for the engine to fail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from cortex.engine.host_packet import HostPacket
 from cortex.engine.sampling_params import SamplingParams
 
 
@@ -47,19 +59,41 @@ class SamplerOutput:
     errors: dict[int, Exception] = field(default_factory=dict)  # row -> why sampling that row alone raised
 
 
-def apply_repetition_penalty(logits: torch.Tensor, token_ids: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Divide positive (multiply negative) logits of ``token_ids`` by ``penalty``. logits: [vocab]."""
-    scores = logits.gather(0, token_ids)
-    scores = torch.where(scores < 0, scores * penalty, scores / penalty)
-    return logits.scatter(0, token_ids, scores)
+# ---- logits transforms: [num_rows, vocab] in, [num_rows, vocab] out, no host reads -------------------
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, rows: torch.Tensor, token_ids: torch.Tensor, penalty: torch.Tensor
+) -> torch.Tensor:
+    """Divide positive (multiply negative) logits of each ``(rows[i], token_ids[i])`` by its row's penalty.
+
+    logits: [num_rows, vocab]; rows, token_ids: [n] int64 (repeats allowed); penalty: [num_rows].
+    """
+    vocab = logits.shape[-1]
+    flat_index = rows * vocab + token_ids
+    scores = logits.reshape(-1)[flat_index]
+    row_penalty = penalty[rows]
+    scores = torch.where(scores < 0, scores * row_penalty, scores / row_penalty)
+    return logits.reshape(-1).index_put((flat_index,), scores).view_as(logits)
 
 
 def apply_presence_frequency_penalties(
-    logits: torch.Tensor, output_token_ids: torch.Tensor, *, presence: float, frequency: float
+    logits: torch.Tensor,
+    rows: torch.Tensor,
+    token_ids: torch.Tensor,
+    *,
+    presence: torch.Tensor,
+    frequency: torch.Tensor,
 ) -> torch.Tensor:
-    """OpenAI's penalties: ``logit -= frequency * count + presence * (count > 0)``. logits: [vocab]."""
-    counts = torch.bincount(output_token_ids, minlength=logits.shape[0]).to(logits.dtype)
-    return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
+    """OpenAI's penalties: ``logit -= frequency * count + presence * (count > 0)``, counting each row's
+    generated tokens.
+
+    logits: [num_rows, vocab]; rows, token_ids: [n] int64; presence, frequency: [num_rows].
+    """
+    counts = torch.zeros_like(logits).index_put(
+        (rows, token_ids), torch.ones_like(rows, dtype=logits.dtype), accumulate=True
+    )
+    return logits - frequency[:, None] * counts - presence[:, None] * (counts > 0).to(logits.dtype)
 
 
 def apply_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
@@ -95,132 +129,256 @@ def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(probs < threshold, float("-inf"))
 
 
-def _penalised(logits: torch.Tensor, row: SamplingRow) -> torch.Tensor:
-    # logits: [vocab]
-    params = row.params
-    assert params.repetition_penalty is not None, "params must be resolved"
-    if params.repetition_penalty != 1.0:
-        seen = torch.tensor(
-            list(row.prompt_token_ids) + list(row.output_token_ids), dtype=torch.int64, device=logits.device
+# ---- stage 1: host inputs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingInputs:
+    """A step's sampling inputs on the host: columns for the packet, and the facts that pick the path.
+
+    ``sampled_rows`` are the rows that draw (temperature > 0); the ``temperature``/``top_k``/``top_p``/
+    ``min_p``/``uniform`` columns hold those rows only, in that order.
+    """
+
+    num_rows: int
+    sampled_rows: tuple[int, ...]
+    temperature: tuple[float, ...]
+    top_k: tuple[int, ...]
+    top_p: tuple[float, ...]
+    min_p: tuple[float, ...]
+    uniform: tuple[float, ...]  # one draw per sampled row, from that row's own generator
+    # repetition penalty (every row; 1 = off) over (row, token) pairs of prompt + output tokens
+    repetition_penalty: tuple[float, ...]
+    repetition_rows: tuple[int, ...]
+    repetition_token_ids: tuple[int, ...]
+    # presence / frequency penalties (every row; 0 = off) over (row, token) pairs of output tokens
+    presence_penalty: tuple[float, ...]
+    frequency_penalty: tuple[float, ...]
+    output_rows: tuple[int, ...]
+    output_token_ids: tuple[int, ...]
+    # host facts
+    top_k_max: int  # > 0: every sampled row has a top-k, the largest is this (filter on it only)
+    use_top_k: bool
+    use_top_p: bool
+    use_min_p: bool
+    num_logprobs: tuple[int | None, ...]  # per row: None (not asked) or how many alternatives
+
+    @classmethod
+    def build(cls, rows: Sequence[SamplingRow], vocab_size: int, uniforms: Sequence[float]) -> SamplingInputs:
+        """Read the rows' parameters; ``uniforms`` from :func:`draw_uniforms`. Touches no device."""
+        sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
+        params = [rows[i].params for i in sampled]
+        top_k = [p.top_k or 0 for p in params]
+        repetition_rows: list[int] = []
+        repetition_ids: list[int] = []
+        output_rows: list[int] = []
+        output_ids: list[int] = []
+        for i, row in enumerate(rows):
+            if row.params.repetition_penalty != 1.0:
+                seen = [*row.prompt_token_ids, *row.output_token_ids]
+                repetition_rows.extend([i] * len(seen))
+                repetition_ids.extend(seen)
+            if row.params.presence_penalty or row.params.frequency_penalty:
+                output_rows.extend([i] * len(row.output_token_ids))
+                output_ids.extend(row.output_token_ids)
+        every_top_k = bool(params) and all(k > 0 for k in top_k) and max(top_k) < vocab_size
+        return cls(
+            num_rows=len(rows),
+            sampled_rows=tuple(sampled),
+            temperature=tuple(float(p.temperature or 1.0) for p in params),
+            top_k=tuple(top_k),
+            top_p=tuple(float(p.top_p if p.top_p is not None else 1.0) for p in params),
+            min_p=tuple(float(p.min_p or 0.0) for p in params),
+            uniform=tuple(uniforms),
+            repetition_penalty=tuple(float(row.params.repetition_penalty or 1.0) for row in rows),
+            repetition_rows=tuple(repetition_rows),
+            repetition_token_ids=tuple(repetition_ids),
+            presence_penalty=tuple(float(row.params.presence_penalty) for row in rows),
+            frequency_penalty=tuple(float(row.params.frequency_penalty) for row in rows),
+            output_rows=tuple(output_rows),
+            output_token_ids=tuple(output_ids),
+            top_k_max=max(top_k) if every_top_k else 0,
+            use_top_k=any(k > 0 for k in top_k),
+            use_top_p=any(p.top_p != 1.0 for p in params),
+            use_min_p=any(p.min_p for p in params),
+            num_logprobs=tuple(row.params.logprobs for row in rows),
         )
-        logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
-    if (params.presence_penalty or params.frequency_penalty) and row.output_token_ids:
-        generated = torch.tensor(list(row.output_token_ids), dtype=torch.int64, device=logits.device)
+
+    def put(self, packet: HostPacket) -> None:
+        """Add the columns to ``packet`` under ``sampling.*`` names."""
+        columns: Mapping[str, tuple[Sequence[int] | Sequence[float], torch.dtype]] = {
+            "sampled_rows": (self.sampled_rows, torch.int64),
+            "temperature": (self.temperature, torch.float32),
+            "top_k": (self.top_k, torch.int64),
+            "top_p": (self.top_p, torch.float32),
+            "min_p": (self.min_p, torch.float32),
+            "uniform": (self.uniform, torch.float64),
+            "repetition_penalty": (self.repetition_penalty, torch.float32),
+            "repetition_rows": (self.repetition_rows, torch.int64),
+            "repetition_token_ids": (self.repetition_token_ids, torch.int64),
+            "presence_penalty": (self.presence_penalty, torch.float32),
+            "frequency_penalty": (self.frequency_penalty, torch.float32),
+            "output_rows": (self.output_rows, torch.int64),
+            "output_token_ids": (self.output_token_ids, torch.int64),
+        }
+        for name, (values, dtype) in columns.items():
+            packet.put(f"sampling.{name}", values, dtype)
+
+
+# ---- stage 2: device -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SampledTokens:
+    """The sampler's result, still on the device. token_ids: [num_rows] int64."""
+
+    token_ids: torch.Tensor
+    logprobs: torch.Tensor | None  # [num_rows, 1 + 2 * max_logprobs] fp64: chosen, top ids, top values
+    num_logprobs: tuple[int | None, ...]
+
+    def to_host(self) -> SamplerOutput:
+        """Copy the result back (the step's one read from the device) and unpack it per row."""
+        if self.logprobs is None:
+            return SamplerOutput(self.token_ids.tolist(), [None] * len(self.num_logprobs))
+        packed = torch.cat([self.token_ids[:, None].double(), self.logprobs], dim=1).cpu()
+        width = (packed.shape[1] - 2) // 2
+        token_ids = [int(t) for t in packed[:, 0].tolist()]
+        rows: list[RowLogprobs | None] = []
+        for values, n in zip(packed.tolist(), self.num_logprobs, strict=True):
+            if n is None:
+                rows.append(None)
+                continue
+            top_ids, top_values = values[2 : 2 + width][:n], values[2 + width :][:n]
+            rows.append(
+                RowLogprobs(logprob=values[1], top=tuple(zip(map(int, top_ids), top_values, strict=True)))
+            )
+        return SamplerOutput(token_ids, rows)
+
+
+def sample_on_device(
+    logits: torch.Tensor, inputs: SamplingInputs, columns: Mapping[str, torch.Tensor]
+) -> SampledTokens:
+    """Pick one token per row. logits: [num_rows, vocab] float32; ``columns``: the ``sampling.*`` arrays
+    of ``inputs`` on the logits' device. Branches only on ``inputs``' host facts."""
+    assert logits.shape[0] == inputs.num_rows
+
+    def col(name: str) -> torch.Tensor:
+        return columns[f"sampling.{name}"]
+
+    want_logprobs = any(n is not None for n in inputs.num_logprobs)
+    raw_logprobs = logits.log_softmax(dim=-1) if want_logprobs else None
+    if inputs.repetition_rows:
+        logits = apply_repetition_penalty(
+            logits, col("repetition_rows"), col("repetition_token_ids"), col("repetition_penalty")
+        )
+    if inputs.output_rows:
         logits = apply_presence_frequency_penalties(
-            logits, generated, presence=params.presence_penalty, frequency=params.frequency_penalty
+            logits,
+            col("output_rows"),
+            col("output_token_ids"),
+            presence=col("presence_penalty"),
+            frequency=col("frequency_penalty"),
         )
-    return logits
+    chosen = logits.argmax(dim=-1)
+    if inputs.sampled_rows:
+        index = col("sampled_rows")
+        chosen = chosen.index_copy(0, index, _draw(logits.index_select(0, index), inputs, col))
+    if raw_logprobs is None:
+        return SampledTokens(chosen, None, inputs.num_logprobs)
+    width = max((n or 0) for n in inputs.num_logprobs)
+    top = raw_logprobs.topk(width, dim=-1)
+    packed = torch.cat(
+        [raw_logprobs.gather(1, chosen[:, None]).double(), top.indices.double(), top.values.double()], dim=1
+    )
+    return SampledTokens(chosen, packed, inputs.num_logprobs)
 
 
-def _draw(logits: torch.Tensor, rows: Sequence[SamplingRow], uniform: torch.Tensor) -> torch.Tensor:
-    """Temperature, top-k, top-p, min-p, then one draw per row. logits: [num_rows, vocab] -> [num_rows].
-
-    uniform: [num_rows] float64 in [0, 1), each row's draw from its own generator.
+def _draw(logits: torch.Tensor, inputs: SamplingInputs, col: Callable[[str], torch.Tensor]) -> torch.Tensor:
+    """Temperature, top-k, top-p, min-p, then one draw per sampled row. logits: [num_sampled, vocab].
 
     When every row has a top-k, the other filters and the draw run on the ``max(top_k)`` best logits
     only (sorting a 250k vocabulary is the slow part of sampling); this equals filtering the whole row
     except where logits tie exactly at the k-th place.
     """
-
-    def column(name: str, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([getattr(row.params, name) for row in rows], dtype=dtype, device=logits.device)
-
-    vocab = logits.shape[-1]
-    logits = logits / column("temperature", logits.dtype).unsqueeze(-1)
-    top_k = column("top_k", torch.int64)
+    logits = logits / col("temperature").unsqueeze(-1)
+    top_k = col("top_k")
     token_map = None
-    if bool((top_k > 0).all()) and int(top_k.max()) < vocab:
-        logits, token_map = logits.topk(int(top_k.max()), dim=-1)  # sorted, best first
+    if inputs.top_k_max:
+        logits, token_map = logits.topk(inputs.top_k_max, dim=-1)  # sorted, best first
         rank = torch.arange(logits.shape[-1], device=logits.device)
         logits = logits.masked_fill(rank >= top_k.unsqueeze(-1), float("-inf"))
-    elif bool((top_k > 0).any()):
+    elif inputs.use_top_k:
         logits = apply_top_k(logits, top_k)
-    if any(row.params.top_p != 1.0 for row in rows):
-        logits = apply_top_p(logits, column("top_p", logits.dtype))
-    if any(row.params.min_p for row in rows):
-        logits = apply_min_p(logits, column("min_p", logits.dtype))
-    # Inverse-CDF sampling with one uniform per row.
+    if inputs.use_top_p:
+        logits = apply_top_p(logits, col("top_p"))
+    if inputs.use_min_p:
+        logits = apply_min_p(logits, col("min_p"))
+    # Inverse-CDF sampling with one uniform per row, drawn on the host from the row's own generator.
     cdf = logits.softmax(dim=-1).double().cumsum(dim=-1)
-    choice = torch.searchsorted(cdf, (uniform.to(logits.device) * cdf[:, -1]).unsqueeze(-1), right=True)
+    choice = torch.searchsorted(cdf, (col("uniform") * cdf[:, -1]).unsqueeze(-1), right=True)
     choice = choice.clamp(max=logits.shape[-1] - 1)
     return (token_map.gather(-1, choice) if token_map is not None else choice).squeeze(-1)
 
 
-def sample(logits: torch.Tensor, rows: Sequence[SamplingRow]) -> SamplerOutput:
+# ---- all three stages -----------------------------------------------------------------------------
+
+
+def draw_uniforms(rows: Sequence[SamplingRow]) -> tuple[float, ...]:
+    """One uniform in [0, 1) per sampled (non-greedy) row, in row order, from the row's own CPU
+    generator. A draw does not depend on the logits, so it is taken before the forward and reused if
+    a row is sampled again alone."""
+    return tuple(
+        float(torch.rand((), generator=row.generator, dtype=torch.float64))
+        for row in rows
+        if not row.params.greedy
+    )
+
+
+Shipped = tuple[SamplingInputs, Mapping[str, torch.Tensor]]  # inputs and their columns on the device
+
+
+def sample(
+    logits: torch.Tensor,
+    rows: Sequence[SamplingRow],
+    *,
+    uniforms: Sequence[float] | None = None,
+    shipped: Shipped | None = None,
+) -> SamplerOutput:
     """Pick one token per row. logits: [num_rows, vocab] float32, row ``i`` for ``rows[i]``.
 
-    A row whose own sampling raises gets -1 and its exception in ``errors``; the other rows are unaffected.
+    ``uniforms`` (default: drawn now) are :func:`draw_uniforms`'s; ``shipped`` the step's inputs whose
+    columns already are on the logits' device. A row whose own sampling raises gets -1 and its exception
+    in ``errors``; the other rows are unaffected.
     """
     assert logits.shape[0] == len(rows)
-    # One uniform per non-greedy row, drawn first from the row's own (CPU) generator: a draw does not
-    # depend on the logits, so a row sampled again alone below reuses it and gets the same token.
-    uniform = torch.tensor(
-        [
-            float(torch.rand((), generator=row.generator, dtype=torch.float64))
-            for row in rows
-            if not row.params.greedy
-        ],
-        dtype=torch.float64,
-    )
+    uniforms = draw_uniforms(rows) if uniforms is None else uniforms
     try:
-        return _sample(logits, rows, uniform)
+        if shipped is None:
+            inputs = SamplingInputs.build(rows, logits.shape[-1], uniforms)
+            packet = HostPacket()
+            inputs.put(packet)
+            shipped = inputs, packet.to(logits.device)
+        return sample_on_device(logits, *shipped).to_host()
     except Exception as exc:
         if len(rows) == 1:
             return SamplerOutput([-1], [None], {0: exc})
-    return _sample_each(logits, rows, uniform)
+    return _sample_each(logits, rows, uniforms)
 
 
-def _sample_each(logits: torch.Tensor, rows: Sequence[SamplingRow], uniform: torch.Tensor) -> SamplerOutput:
+def _sample_each(
+    logits: torch.Tensor, rows: Sequence[SamplingRow], uniforms: Sequence[float]
+) -> SamplerOutput:
     """``sample`` one row at a time, so that only the rows that raise on their own fail."""
     token_ids: list[int] = []
     logprobs: list[RowLogprobs | None] = []
     errors: dict[int, Exception] = {}
     num_drawn = 0
     for i, row in enumerate(rows):
-        draws = uniform[num_drawn : num_drawn + (0 if row.params.greedy else 1)]
+        draws = uniforms[num_drawn : num_drawn + (0 if row.params.greedy else 1)]
         num_drawn += len(draws)
-        try:
-            out = _sample(logits[i : i + 1], [row], draws)
-        except Exception as exc:
-            errors[i] = exc
-            token_ids.append(-1)
-            logprobs.append(None)
-        else:
-            token_ids.extend(out.token_ids)
-            logprobs.extend(out.logprobs)
+        out = sample(logits[i : i + 1], [row], uniforms=draws)
+        token_ids.extend(out.token_ids)
+        logprobs.extend(out.logprobs)
+        if out.errors:
+            errors[i] = out.errors[0]
     return SamplerOutput(token_ids, logprobs, errors)
-
-
-def _sample(logits: torch.Tensor, rows: Sequence[SamplingRow], uniform: torch.Tensor) -> SamplerOutput:
-    raw_logprobs = (
-        logits.log_softmax(dim=-1) if any(row.params.logprobs is not None for row in rows) else None
-    )
-    needs_penalty = [
-        row.params.repetition_penalty != 1.0 or row.params.presence_penalty or row.params.frequency_penalty
-        for row in rows
-    ]
-    if any(needs_penalty):
-        logits = torch.stack(
-            [_penalised(logits[i], row) if needs_penalty[i] else logits[i] for i, row in enumerate(rows)]
-        )
-    chosen = logits.argmax(dim=-1)
-    sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
-    if sampled:
-        index = torch.tensor(sampled, device=logits.device)
-        chosen = chosen.index_copy(0, index, _draw(logits[index], [rows[i] for i in sampled], uniform))
-    token_ids: list[int] = chosen.tolist()
-    if raw_logprobs is None:
-        return SamplerOutput(token_ids, [None] * len(rows))
-    logprobs = [_logprobs(raw_logprobs[i], token_ids[i], row) for i, row in enumerate(rows)]
-    return SamplerOutput(token_ids, logprobs)
-
-
-def _logprobs(logprobs: torch.Tensor, token_id: int, row: SamplingRow) -> RowLogprobs | None:
-    # logprobs: [vocab]
-    if row.params.logprobs is None:
-        return None
-    top = logprobs.topk(row.params.logprobs) if row.params.logprobs else None
-    return RowLogprobs(
-        logprob=float(logprobs[token_id]),
-        top=tuple(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top is not None else (),
-    )

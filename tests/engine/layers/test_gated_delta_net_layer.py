@@ -63,6 +63,8 @@ def _batch(
         logits_indices=t([n - 1 for n in cu[1:]], torch.int64),
         query_lens_host=tuple(query_lens),
         num_cached_tokens_host=tuple(num_cached),
+        max_query_len=max(query_lens),
+        max_seq_len=max(c + n for c, n in zip(num_cached, query_lens, strict=True)),
     )
 
 

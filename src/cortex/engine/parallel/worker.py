@@ -120,7 +120,9 @@ def _serve(spec: RankSpec, conn: Connection) -> None:
             ssm_dtype=getattr(torch, spec.ssm_state_dtype),
             device=device,
         )
-        runner = ModelRunner(model, caches, block_size=plan.block_size, device=device)
+        runner = ModelRunner(
+            model, caches, block_size=plan.block_size, vocab_size=config.vocab_size, device=device
+        )
         conn.send(RankReady())
         while True:
             message = conn.recv()
