@@ -10,11 +10,16 @@ Registering a kernel: a module of ``cortex.engine.kernels`` defines ``compile_sp
 -> list[CompileSpec]``, building each spec from the same launch builder the op runs with, called on
 :func:`meta` tensors at the shape's sizes (``CompileSpec.of(name, launch)``). :func:`all_compile_specs`
 finds every such module; nothing else needs to change.
+
+``python -m cortex.engine.kernels.compile_specs [--json]`` compiles them all and prints one line per
+spec (the CI test runs it in a subprocess, away from the interpreted kernels of the other tests).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
 import pkgutil
 import types
 from collections.abc import Iterator, Mapping
@@ -266,3 +271,33 @@ def _restore_language() -> None:
         for name, member in members.items():
             if vars(space).get(name) is not member:
                 setattr(space, name, member)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compile every spec; print ``label  models  shared bytes`` (or JSON lines). 1 if any failed or
+    exceeded the H200's shared memory."""
+    parser = argparse.ArgumentParser(description="compile every cortex Triton kernel for sm_90")
+    parser.add_argument("--json", action="store_true", help="one JSON object per spec")
+    args = parser.parse_args(argv)
+    failed = False
+    for labelled in all_compile_specs():
+        record: dict[str, object] = {"label": labelled.label, "models": list(labelled.models)}
+        try:
+            compiled = compile_sm90(labelled.spec)
+        except Exception as exc:  # report every failure, not just the first
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            failed = True
+        else:
+            record.update(shared_bytes=compiled.shared_bytes, num_warps=compiled.num_warps)
+            record["sm_90"] = ".target sm_90" in compiled.ptx
+            failed |= compiled.shared_bytes > H200_SHARED_MEMORY_BYTES
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            outcome = record.get("error", f"{record.get('shared_bytes')} B shared")
+            print(f"{labelled.label:<100} {','.join(labelled.models):<40} {outcome}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

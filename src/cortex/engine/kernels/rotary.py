@@ -26,7 +26,3 @@ def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)
     out = rot * cos[:, None, :] + rotated * sin[:, None, :]
     return torch.cat((out, rest), dim=-1)
-
-
-# Dispatch points (see kernels/__init__.py): the references serve every device until a GPU kernel lands.
-apply_rotary = apply_rotary_ref

@@ -15,7 +15,7 @@ from cortex.engine.batch import ForwardBatch
 from cortex.engine.cache.layer_cache import AttentionCache
 from cortex.engine.kernels.kv_cache import store_kv_cache
 from cortex.engine.kernels.paged_attention import paged_attention_decode, paged_attention_prefill
-from cortex.engine.kernels.rotary import apply_rotary
+from cortex.engine.kernels.qk_norm_rotary import qk_norm_rotary
 from cortex.engine.kernels.selection import KernelBackend
 from cortex.engine.layers.norm import RMSNorm
 
@@ -46,8 +46,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=bias)
-        self.q_norm = RMSNorm(head_dim, rms_norm_eps, zero_centred=zero_centred_norm)
-        self.k_norm = RMSNorm(head_dim, rms_norm_eps, zero_centred=zero_centred_norm)
+        # weight holders for the fused qk_norm_rotary op
+        self.q_norm = RMSNorm(head_dim, rms_norm_eps, zero_centred=zero_centred_norm, kernels=kernels)
+        self.k_norm = RMSNorm(head_dim, rms_norm_eps, zero_centred=zero_centred_norm, kernels=kernels)
 
     def forward(
         self,
@@ -65,8 +66,17 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
         cos, sin = cos_sin
-        q = apply_rotary(self.q_norm(q), cos, sin)
-        k = apply_rotary(self.k_norm(k), cos, sin)
+        q, k = qk_norm_rotary(
+            q,
+            k,
+            self.q_norm.weight,
+            self.k_norm.weight,
+            cos,
+            sin,
+            self.q_norm.eps,
+            zero_centred=self.q_norm.zero_centred,
+            kernels=self.kernels,
+        )
         store_kv_cache(k, v, cache.k, cache.v, batch.slot_mapping, kernels=self.kernels)
         seq_lens = [c + n for c, n in zip(batch.num_cached_tokens_host, batch.query_lens_host, strict=True)]
         if all(n == 1 for n in batch.query_lens_host):

@@ -51,7 +51,7 @@ class GatedDeltaNet(nn.Module):
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, conv_kernel, groups=conv_dim, bias=False)
         self.A_log = nn.Parameter(torch.zeros(num_v_heads))
         self.dt_bias = nn.Parameter(torch.ones(num_v_heads))
-        self.norm = GatedRMSNorm(head_v_dim, rms_norm_eps)
+        self.norm = GatedRMSNorm(head_v_dim, rms_norm_eps, kernels=kernels)
         self.out_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, batch: ForwardBatch, cache: LinearStateCache) -> torch.Tensor:

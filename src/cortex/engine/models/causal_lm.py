@@ -59,7 +59,12 @@ def make_ffn(config: ModelConfig, layer_idx: int) -> nn.Module:
 
 
 class DecoderLayer(nn.Module):
-    """One layer, ``x -> x``: a pre-norm token mixer (Gated DeltaNet or attention) and a pre-norm FFN."""
+    """One layer: a pre-norm token mixer (Gated DeltaNet or attention) and a pre-norm FFN.
+
+    The residual stream is carried as ``(hidden, residual)``, as in vLLM: each norm adds the previous
+    sub-block's output to the residual and normalises the sum in one op (``add_rms_norm``). The first
+    layer gets ``residual=None``; the stream's value after a layer is ``hidden + residual``.
+    """
 
     def __init__(self, config: ModelConfig, layer_idx: int, *, kernels: KernelBackend) -> None:
         super().__init__()
@@ -89,29 +94,35 @@ class DecoderLayer(nn.Module):
                 kernels=kernels,
             )
         self.mlp = make_ffn(config, layer_idx)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, zero_centred=zero_centred)
+        self.input_layernorm = RMSNorm(
+            config.hidden_size, config.rms_norm_eps, zero_centred=zero_centred, kernels=kernels
+        )
         self.post_attention_layernorm = RMSNorm(
-            config.hidden_size, config.rms_norm_eps, zero_centred=zero_centred
+            config.hidden_size, config.rms_norm_eps, zero_centred=zero_centred, kernels=kernels
         )
 
     def forward(
         self,
-        x: torch.Tensor,
+        hidden: torch.Tensor,
+        residual: torch.Tensor | None,
         cos_sin: tuple[torch.Tensor, torch.Tensor],
         batch: ForwardBatch,
         cache: LayerCache,
-    ) -> torch.Tensor:
-        # x: [num_tokens, hidden_size]
-        h = self.input_layernorm(x)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # hidden, residual: [num_tokens, hidden_size]
+        if residual is None:
+            h, residual = self.input_layernorm(hidden), hidden
+        else:
+            h, residual = self.input_layernorm.add_forward(hidden, residual)
         if self.layer_type == "linear_attention":
             assert isinstance(cache, LinearStateCache), "linear-attention layers take a LinearStateCache"
             h = self.linear_attn(h, batch, cache)
         else:
             assert isinstance(cache, AttentionCache), "full-attention layers take an AttentionCache"
             h = self.self_attn(h, cos_sin, batch, cache)
-        x = x + h
-        ffn: torch.Tensor = self.mlp(self.post_attention_layernorm(x))
-        return x + ffn
+        h, residual = self.post_attention_layernorm.add_forward(h, residual)
+        ffn: torch.Tensor = self.mlp(h)
+        return ffn, residual
 
 
 class TextModel(nn.Module):
@@ -121,7 +132,9 @@ class TextModel(nn.Module):
         self.layers = nn.ModuleList(
             DecoderLayer(config, i, kernels=kernels) for i in range(config.num_hidden_layers)
         )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, zero_centred=config.norm_zero_centred)
+        self.norm = RMSNorm(
+            config.hidden_size, config.rms_norm_eps, zero_centred=config.norm_zero_centred, kernels=kernels
+        )
 
 
 class CausalLM(nn.Module):
@@ -140,8 +153,11 @@ class CausalLM(nn.Module):
             raise ValueError(f"expected {len(self.model.layers)} layer caches, got {len(caches)}")
         h = self.model.embed_tokens(batch.input_ids)  # [num_tokens, hidden_size]
         cos_sin = self.rotary(batch.positions, h.dtype)
+        residual: torch.Tensor | None = None
         for layer, cache in zip(self.model.layers, caches, strict=True):
-            h = layer(h, cos_sin, batch, cache)
-        h = self.model.norm(h[batch.logits_indices])
+            h, residual = layer(h, residual, cos_sin, batch, cache)
+        assert residual is not None, "a model has at least one layer"
+        idx = batch.logits_indices
+        h, _ = self.model.norm.add_forward(h[idx], residual[idx])
         logits: torch.Tensor = self.lm_head(h)
         return logits.float()  # [num_logits, vocab_size]
