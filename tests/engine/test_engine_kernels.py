@@ -19,7 +19,7 @@ from cortex.engine.engine import Engine
 from cortex.engine.sampling_params import SamplingParams
 
 PROMPTS = [list(range(3, 8)), list(range(10, 80)), [(7 * i) % 500 + 1 for i in range(23)], [42]]
-GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+GREEDY = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -47,6 +47,7 @@ from cortex.engine.cache.snapshot_pool import SnapshotPool
 from cortex.engine.config import ModelConfig
 from cortex.engine.context_window import output_budget
 from cortex.engine.cpu import CPU_STEP_LOCK, cpu_capabilities, num_threads_for
+from cortex.engine.cuda_graphs import default_capture_sizes
 from cortex.engine.delta_stream import DeltaStream
 from cortex.engine.engine_config import EngineConfig
 from cortex.engine.errors import EngineError, RankFailedError
@@ -165,16 +166,31 @@ class Engine:
             self._runner = parallel
         else:
             assert not isinstance(model, ParallelExecutor)
+            graph_sizes = self._cuda_graph_sizes(config)
+            # CUDA graphs pad decode batches with rows whose state lives in a spare slot nobody owns
             caches = allocate_caches(
-                specs, self.cache_plan, dtype=dtype, ssm_dtype=ssm_dtype, device=self.device
+                specs,
+                self.cache_plan,
+                dtype=dtype,
+                ssm_dtype=ssm_dtype,
+                device=self.device,
+                spare_slots=1 if graph_sizes else 0,
             )
-            self._runner = ModelRunner(
+            runner = ModelRunner(
                 model,
                 caches,
                 block_size=config.block_size,
                 vocab_size=model_config.vocab_size,
                 device=self.device,
             )
+            if graph_sizes:
+                with torch.inference_mode():
+                    runner.capture_decode_graphs(
+                        graph_sizes,
+                        max_model_len=self.max_model_len,
+                        padding_slot=self.cache_plan.num_slots + self.cache_plan.num_snapshots,
+                    )
+            self._runner = runner
         self._parallel = parallel
         # generation_config's eos ids, plus the tokenizer's own eos (as vLLM does)
         self._eos_token_ids = frozenset(model_config.eos_token_ids) | frozenset(
@@ -217,6 +233,22 @@ class Engine:
             bytes_per_snapshot=plan.bytes_per_slot,
         )
 
+    def _cuda_graph_sizes(self, config: EngineConfig) -> tuple[int, ...]:
+        """The decode batch sizes to capture: none off CUDA or with the reference kernels."""
+        if self.device.type != "cuda" or self.kernels != "triton":
+            return ()
+        max_num_seqs = min(config.max_num_seqs, self.cache_plan.num_slots)
+        sizes = config.cuda_graph_batch_sizes
+        if sizes is None:
+            return default_capture_sizes(max_num_seqs)
+        return tuple(sorted({size for size in sizes if size <= max_num_seqs}))
+
+    @property
+    def cuda_graph_sizes(self) -> tuple[int, ...]:
+        """The decode batch sizes replayed from CUDA graphs (empty: none)."""
+        graphs = self._runner.decode_graphs if isinstance(self._runner, ModelRunner) else None
+        return graphs.sizes if graphs is not None else ()
+
     @classmethod
     def from_pretrained(
         cls,
@@ -241,6 +273,7 @@ class Engine:
         devices: Sequence[str] | None = None,
         rank_timeout_s: float = 60.0,
         load_timeout_s: float = 900.0,
+        cuda_graph_batch_sizes: tuple[int, ...] | None = None,
     ) -> Engine:
         """Load a Hugging Face model folder (config.json, safetensors, optional tokenizer.json).
 
@@ -279,6 +312,7 @@ class Engine:
             devices=tuple(devices or ()),
             rank_timeout_s=rank_timeout_s,
             load_timeout_s=load_timeout_s,
+            cuda_graph_batch_sizes=cuda_graph_batch_sizes,
         )
         tokenizer = Tokenizer.from_folder(path)
         if tensor_parallel_size == 1:

@@ -51,6 +51,10 @@ class EngineConfig:
     rank_timeout_s: with tensor_parallel_size > 1, how long a step may take on every rank before the
         ranks are declared wedged and stopped; also every collective's timeout inside the ranks.
     load_timeout_s: with tensor_parallel_size > 1, how long the ranks may take to load their shards.
+    cuda_graph_batch_sizes: the padded batch sizes whose decode steps are captured as CUDA graphs at
+        load (CUDA with the Triton kernels, one process: tensor-parallel ranks run eagerly); ``None``
+        means 1, 2, 4, 8, 16, 24, 32, 48, ... up to ``max_num_seqs``; ``()`` turns CUDA graphs off.
+        Larger decode batches run eagerly.
     """
 
     max_num_seqs: int = 32
@@ -71,6 +75,7 @@ class EngineConfig:
     devices: tuple[str, ...] = ()
     rank_timeout_s: float = 60.0
     load_timeout_s: float = 900.0
+    cuda_graph_batch_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -125,6 +130,15 @@ class EngineConfig:
             )
         if self.kernels is not None:
             check_kernels_option(self.kernels)
+        if self.cuda_graph_batch_sizes is not None:
+            sizes = self.cuda_graph_batch_sizes
+            if not isinstance(sizes, tuple) or any(
+                isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in sizes
+            ):
+                raise InvalidRequestError(
+                    f"cuda_graph_batch_sizes must be a tuple of positive integers, got {sizes!r}",
+                    param="cuda_graph_batch_sizes",
+                )
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             raise InvalidRequestError(
                 f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}", param="device"

@@ -5,7 +5,9 @@ slots, the sampler's columns and uniforms) into one packet, then :meth:`HostPack
 in one page-locked host buffer, copies it to the device with one non-blocking copy and returns a view
 per array. Nothing waits for the device: the copy is ordered before the step's kernels on the stream,
 and PyTorch's pinned-memory allocator keeps the buffer alive until the copy has finished. On a CPU
-device the views are of the host buffer itself (no copy).
+device the views are of the host buffer itself (no copy). ``into`` copies into a given device buffer
+instead (a CUDA graph's static inputs): packets that put the same arrays in the same order and sizes
+lay them out at the same offsets.
 """
 
 from __future__ import annotations
@@ -44,15 +46,24 @@ class HostPacket:
             total += -(-flat.numel() * flat.element_size() // _ALIGN) * _ALIGN
         return offsets, total
 
-    def to(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """Every array on ``device``, shaped as put, from one host buffer and (on CUDA) one copy."""
+    def to(self, device: torch.device, *, into: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every array on ``device``, shaped as put, from one host buffer and (on CUDA) one copy.
+
+        ``into``: a uint8 buffer on ``device`` of at least :attr:`nbytes` to copy into (and view).
+        """
         offsets, total = self._layout()
         pinned = device.type == "cuda"
         host = torch.empty(max(total, _ALIGN), dtype=torch.uint8, pin_memory=pinned)
         for name, (flat, _shape) in self._arrays.items():
             start = offsets[name]
             host[start : start + flat.numel() * flat.element_size()].view(flat.dtype).copy_(flat)
-        buffer = host.to(device, non_blocking=True) if device.type != "cpu" else host
+        if into is not None:
+            assert into.dtype == torch.uint8, "a byte buffer"
+            assert into.numel() >= total, "the buffer holds the packet"
+            into[: host.numel()].copy_(host, non_blocking=True)
+            buffer = into
+        else:
+            buffer = host.to(device, non_blocking=True) if device.type != "cpu" else host
         views: dict[str, torch.Tensor] = {}
         for name, (flat, shape) in self._arrays.items():
             start = offsets[name]

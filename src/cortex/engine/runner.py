@@ -13,7 +13,8 @@ A step reads nothing back from the device until its tokens are sampled: the runn
 array of the step on the host (the forward's metadata and the sampler's columns, including each
 sampled row's uniform drawn from its CPU generator), copies them in one pinned transfer
 (:class:`HostPacket`), runs the forward and the sampler on the device, and copies the sampled ids
-(and logprobs) back once.
+(and logprobs) back once. After :meth:`capture_decode_graphs`, pure-decode steps replay a CUDA graph
+(:class:`DecodeGraphs`) instead of launching the forward's kernels one by one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from cortex.engine.batch import ForwardBatch
 from cortex.engine.cache.layer_cache import LayerCache
 from cortex.engine.cache.pools import copy_state_rows
+from cortex.engine.cuda_graphs import DecodeGraphs
 from cortex.engine.host_packet import HostPacket
 from cortex.engine.sampling import SamplerOutput, SamplingInputs, SamplingRow, draw_uniforms, sample
 from cortex.engine.step_input import SeqInput, StepInput
@@ -51,14 +53,60 @@ class ModelRunner:
         self.vocab_size = vocab_size
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
+        self._graphs: DecodeGraphs | None = None
+        self._padding_slot = 0
+        self._graph_num_blocks = 0
+
+    # ---- CUDA graphs ------------------------------------------------------------------------------
+
+    def capture_decode_graphs(self, sizes: Sequence[int], *, max_model_len: int, padding_slot: int) -> None:
+        """Capture a decode graph per batch size (CUDA, Triton kernels). ``padding_slot``: a state slot
+        no request owns, for the padding rows."""
+        self._padding_slot = padding_slot
+        self._graph_num_blocks = -(-max_model_len // self.block_size)
+
+        def padding_packet(packet: HostPacket, size: int) -> None:
+            self._put_forward((), packet, pad_to=size)
+
+        def batch_of(tensors: dict[str, torch.Tensor], size: int) -> ForwardBatch:
+            return self._forward_batch(tensors, (1,) * size, (1,) * size, max_seq_len=max_model_len)
+
+        self._graphs = DecodeGraphs(
+            self.model,
+            self.caches,
+            sizes=sizes,
+            vocab_size=self.vocab_size,
+            device=self.device,
+            padding_packet=padding_packet,
+            batch_of=batch_of,
+        )
+
+    @property
+    def decode_graphs(self) -> DecodeGraphs | None:
+        return self._graphs
+
+    def _graph_size(self, step: StepInput) -> int | None:
+        """The decode graph this step can replay, if any: every seq decodes one token and samples."""
+        if self._graphs is None:
+            return None
+        if not all(
+            seq.num_new_tokens == 1 and seq.num_cached_tokens > 0 and seq.sampling is not None
+            for seq in step.seqs
+        ):
+            return None
+        return self._graphs.size_for(len(step.seqs))
 
     # ---- the step's arrays ------------------------------------------------------------------------
 
     def _put_forward(
-        self, seqs: Sequence[SeqInput], packet: HostPacket
+        self, seqs: Sequence[SeqInput], packet: HostPacket, *, pad_to: int | None = None
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Add the forward's arrays (see ``ForwardBatch``) to ``packet``; returns the host query lengths
-        and cached-token counts."""
+        and cached-token counts.
+
+        ``pad_to``: lay the arrays out for a decode graph of that many rows (block tables as wide as
+        ``max_model_len`` needs); rows past ``seqs`` are padding (see ``cuda_graphs.py``).
+        """
         input_ids: list[int] = []
         positions: list[int] = []
         slot_mapping: list[int] = []
@@ -67,7 +115,7 @@ class ModelRunner:
         query_lens = tuple(seq.num_new_tokens for seq in seqs)
         num_cached = tuple(seq.num_cached_tokens for seq in seqs)
         cu_seqlens = [0, *accumulate(query_lens)]
-        width = max(len(seq.block_table) for seq in seqs)
+        width = self._graph_num_blocks if pad_to is not None else max(len(seq.block_table) for seq in seqs)
         block_tables: list[list[int]] = []
         for i, seq in enumerate(seqs):
             start, end = seq.num_cached_tokens, seq.num_cached_tokens + seq.num_new_tokens
@@ -81,6 +129,17 @@ class ModelRunner:
             block_tables.append([*table, *[-1] * (width - len(table))])
             if seq.sampling is not None:
                 logits_indices.append(cu_seqlens[i + 1] - 1)
+        num_padding = 0 if pad_to is None else pad_to - len(seqs)
+        if num_padding:
+            input_ids += [0] * num_padding
+            positions += [0] * num_padding
+            slot_mapping += [-1] * num_padding  # no KV written
+            state_slots += [self._padding_slot] * num_padding
+            block_tables += [[-1] * width] * num_padding
+            logits_indices += range(len(seqs), len(seqs) + num_padding)
+            cu_seqlens += range(cu_seqlens[-1] + 1, cu_seqlens[-1] + 1 + num_padding)
+            query_lens += (1,) * num_padding
+            num_cached += (0,) * num_padding  # seq_lens 0: no context
         packet.put("input_ids", input_ids, torch.int64)
         packet.put("positions", positions, torch.int64)
         packet.put("cu_seqlens_q", cu_seqlens, torch.int32)
@@ -94,8 +153,13 @@ class ModelRunner:
 
     @staticmethod
     def _forward_batch(
-        tensors: dict[str, torch.Tensor], query_lens: tuple[int, ...], num_cached: tuple[int, ...]
+        tensors: dict[str, torch.Tensor],
+        query_lens: tuple[int, ...],
+        num_cached: tuple[int, ...],
+        *,
+        max_seq_len: int | None = None,
     ) -> ForwardBatch:
+        # max_seq_len: the bound a graph is captured with (default: this batch's longest context)
         return ForwardBatch(
             input_ids=tensors["input_ids"],
             positions=tensors["positions"],
@@ -109,7 +173,7 @@ class ModelRunner:
             query_lens_host=query_lens,
             num_cached_tokens_host=num_cached,
             max_query_len=max(query_lens),
-            max_seq_len=max(c + q for c, q in zip(num_cached, query_lens, strict=True)),
+            max_seq_len=max_seq_len or max(c + q for c, q in zip(num_cached, query_lens, strict=True)),
         )
 
     # ---- one step ---------------------------------------------------------------------------------
@@ -122,22 +186,33 @@ class ModelRunner:
         self, step: StepInput, inputs: SamplingInputs | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
         """(logits of the sampling seqs, the step's device arrays, whether the sampler's columns
-        ``inputs`` are among them). One packet, one transfer. State rows are restored from prefix-cache
-        snapshots before the forward and saved after it."""
-        packet = HostPacket()
-        query_lens, num_cached = self._put_forward(step.seqs, packet)
-        shipped = False
-        if inputs is not None:
-            try:
-                inputs.put(packet)
-                shipped = True
-            except (OverflowError, RuntimeError, ValueError):  # a bad row: sample() isolates it
-                shipped = False
-        tensors = packet.to(self.device)
-        copy_state_rows(self.caches, step.state_restores, device=self.device)
-        logits = self.model(self._forward_batch(tensors, query_lens, num_cached), self.caches)
-        copy_state_rows(self.caches, step.state_saves, device=self.device)
-        return logits, tensors, shipped
+        ``inputs`` are among them). One packet, one transfer: through a decode graph when one fits the
+        step. State rows are restored from prefix-cache snapshots before the forward and saved after it."""
+        graph_size = self._graph_size(step)
+        for pad_to in dict.fromkeys((graph_size, None)):
+            packet = HostPacket()
+            query_lens, num_cached = self._put_forward(step.seqs, packet, pad_to=pad_to)
+            shipped = False
+            if inputs is not None:
+                try:
+                    inputs.put(packet)
+                    shipped = True
+                except (OverflowError, RuntimeError, ValueError):  # a bad row: sample() isolates it
+                    shipped = False
+            graphs = self._graphs
+            if pad_to is not None and graphs is not None:
+                if packet.nbytes > graphs.buffer.numel():
+                    continue  # more sampler columns than the graphs' buffer holds: run eagerly
+                tensors = packet.to(self.device, into=graphs.buffer)
+                copy_state_rows(self.caches, step.state_restores, device=self.device)
+                logits = graphs.replay(pad_to)[: len(step.seqs)]
+            else:
+                tensors = packet.to(self.device)
+                copy_state_rows(self.caches, step.state_restores, device=self.device)
+                logits = self.model(self._forward_batch(tensors, query_lens, num_cached), self.caches)
+            copy_state_rows(self.caches, step.state_saves, device=self.device)
+            return logits, tensors, shipped
+        raise AssertionError("the eager pass always returns")
 
     def execute(self, step: StepInput) -> SamplerOutput:
         """Run one step; returns one sampled token per sampling seq of ``step``, in order."""

@@ -4,7 +4,7 @@
 the model's forward expects. Tensors are zero-initialised once; which page or slot belongs to which
 request is the scheduler's bookkeeping (``BlockAllocator`` / ``SlotAllocator`` / ``SnapshotPool``). The
 state tensors have ``num_slots`` rows for running requests, then ``num_snapshots`` rows for prefix-cache
-snapshots; ``copy_state_rows`` copies whole rows between them.
+snapshots, then any spare rows; ``copy_state_rows`` copies whole rows between them.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ def allocate_caches(
     dtype: torch.dtype,
     device: torch.device,
     ssm_dtype: torch.dtype = torch.float32,
+    spare_slots: int = 0,
 ) -> list[LayerCache]:
+    """``spare_slots`` extra state rows after the snapshots, owned by no request (the padding rows of a
+    CUDA-graph decode step write there)."""
     caches: list[LayerCache] = []
-    num_rows = plan.num_slots + plan.num_snapshots
+    num_rows = plan.num_slots + plan.num_snapshots + spare_slots
     for spec in specs:
         if isinstance(spec, AttentionCacheSpec):
             # k, v: [num_blocks, block_size, num_kv_heads, head_dim]
@@ -46,7 +49,7 @@ def allocate_caches(
         else:
             caches.append(
                 LinearStateCache(
-                    # conv: [num_rows, conv_dim, conv_kernel - 1], num_rows = num_slots + num_snapshots
+                    # conv: [num_rows, conv_dim, conv_kernel - 1]; num_rows = slots + snapshots + spare
                     conv=torch.zeros(
                         (num_rows, spec.conv_dim, spec.conv_kernel - 1), dtype=dtype, device=device
                     ),

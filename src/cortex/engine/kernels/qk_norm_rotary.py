@@ -16,6 +16,7 @@ from cortex.engine.kernels.launch import KernelLaunch
 from cortex.engine.kernels.rms_norm import rms_norm_ref
 from cortex.engine.kernels.rotary import apply_rotary_ref
 from cortex.engine.kernels.selection import KernelBackend
+from cortex.engine.kernels.triton_common import SUM
 from cortex.engine.kernels.triton_import import jit, tl, triton
 
 
@@ -85,7 +86,7 @@ def _norm_rotary_heads(
     partner = tl.where(d < half, d + half, d - half)
     x = tl.load(src + h * stride_head + d, mask=mask, other=0.0).to(tl.float32)
     x_partner = tl.load(src + h * stride_head + partner, mask=mask & in_rotary, other=0.0).to(tl.float32)
-    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / HEAD_DIM + eps)[:, None]
+    rstd = tl.rsqrt(tl.reduce(x * x, 1, SUM) / HEAD_DIM + eps)[:, None]
     w = tl.load(weight_ptr + d, mask=d < HEAD_DIM, other=0.0).to(tl.float32)
     w_partner = tl.load(weight_ptr + partner, mask=in_rotary, other=0.0).to(tl.float32)
     if ZERO_CENTRED:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from cortex.engine.kernels.compile_specs import STEP_NUM_TOKENS, CompileSpec, ModelShape, meta
 from cortex.engine.kernels.launch import KernelLaunch
 from cortex.engine.kernels.selection import KernelBackend
+from cortex.engine.kernels.triton_common import SUM
 from cortex.engine.kernels.triton_import import jit, tl, triton
 
 
@@ -112,7 +113,7 @@ def _rms_norm_kernel(
         x = (x + residual.to(tl.float32)).to(dtype)
         tl.store(residual_out_ptr + rows[:, None] * dim + offs[None, :], x, mask=mask)
         x = x.to(tl.float32)
-    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / dim + eps)
+    rstd = tl.rsqrt(tl.reduce(x * x, 1, SUM) / dim + eps)
     weight = tl.load(weight_ptr + offs, mask=offs < dim, other=0.0).to(tl.float32)[None, :]
     normed = x * rstd[:, None]
     # Qwen3.5: (1 + w) in fp32; Qwen3 (Llama convention): round first, then scale
@@ -195,10 +196,12 @@ def _gated_rms_norm_kernel(
     x = tl.load(x_ptr + rows[:, None] * x_stride + offs[None, :], mask=mask, other=0.0).to(tl.float32)
     z = tl.load(z_ptr + rows[:, None] * z_stride + offs[None, :], mask=mask, other=0.0).to(tl.float32)
     weight = tl.load(weight_ptr + offs, mask=offs < dim, other=0.0).to(tl.float32)[None, :]
-    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / dim + eps)
+    rstd = tl.rsqrt(tl.reduce(x * x, 1, SUM) / dim + eps)
     normed = (x * rstd[:, None]).to(dtype).to(tl.float32)
     scaled = (weight * normed).to(dtype).to(tl.float32)
-    tl.store(out_ptr + rows[:, None] * dim + offs[None, :], (scaled * z * tl.sigmoid(z)).to(dtype), mask=mask)
+    tl.store(
+        out_ptr + rows[:, None] * dim + offs[None, :], (scaled * z / (1.0 + tl.exp(-z))).to(dtype), mask=mask
+    )
 
 
 def _gated_rms_norm_launch(

@@ -1,5 +1,5 @@
-"""Building blocks shared by the Gated DeltaNet kernels (``gated_delta_chunk``, ``gated_delta_recurrent``,
-``causal_conv1d_triton``): two device functions and the host-side choices their launches make.
+"""Building blocks shared by the kernels (the Gated DeltaNet ones, paged attention, fused MoE, the norms):
+two device functions and the host-side choices their launches make.
 
 - ``ragged_block``: which sequence, and which block of it, a program of a ragged launch works on. The
   launch has ``num_tokens // BLOCK + num_seqs`` programs; sequence ``i``'s blocks are programs
@@ -8,10 +8,11 @@
   search over ``cu_seqlens`` on the device: no chunk table is built on the host, nothing is read back.
 - ``gates``: ``g = -exp(A_log) * softplus(a + dt_bias)`` (torch's softplus, threshold 20) and ``beta =
   sigmoid(b)``.
-- ``SUM``: the combiner for ``tl.reduce`` / ``tl.associative_scan``, which the kernels call instead of
-  ``tl.sum`` / ``tl.cumsum``. Those two are themselves jit functions, and Triton's interpreter re-patches
-  the language on every jit-function call (about 5 ms each); with ``SUM`` the operations are the same
-  on a GPU and plain numpy sums in the interpreter, which keeps the kernel tests affordable in CI.
+- ``SUM`` / ``MAX``: the combiners for ``tl.reduce`` / ``tl.associative_scan``, which the kernels call
+  instead of ``tl.sum`` / ``tl.cumsum`` / ``tl.max``. Those are themselves jit functions, and Triton's
+  interpreter re-patches the language on every jit-function call (about 5 ms each); with ``SUM`` and
+  ``MAX`` the operations are the same on a GPU and plain numpy reductions in the interpreter, which
+  keeps the kernel tests affordable in CI.
 - ``dot_operand_dtype``: the dtype ``tl.dot`` operands are cast to. On a GPU that is the model's dtype
   (the tensor cores read 16-bit operands); on CPU tensors, which only Triton's interpreter runs, it is
   float32, because Triton 3.9's interpreter multiplies bfloat16 operands as their raw 16-bit integers.
@@ -31,6 +32,7 @@ from cortex.engine.kernels.triton_import import HAS_TRITON, jit, tl
 MIN_HEAD_DIM = 16  # tl.dot needs 16 in every dimension
 MAX_HEAD_DIM = 256  # the state block [head_k_dim, BV] stays in registers
 SUM = tl.standard._sum_combine if HAS_TRITON else None
+MAX = tl.standard._elementwise_max if HAS_TRITON else None
 
 
 def check_head_dims(*dims: int) -> None:

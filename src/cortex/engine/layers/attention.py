@@ -78,23 +78,32 @@ class Attention(nn.Module):
             kernels=self.kernels,
         )
         store_kv_cache(k, v, cache.k, cache.v, batch.slot_mapping, kernels=self.kernels)
-        seq_lens = [c + n for c, n in zip(batch.num_cached_tokens_host, batch.query_lens_host, strict=True)]
-        if all(n == 1 for n in batch.query_lens_host):
+        # the output gate, sigmoid(gate), is applied inside the attention op
+        if batch.max_query_len == 1 and all(c > 0 for c in batch.num_cached_tokens_host):
             o = paged_attention_decode(
-                q, cache.k, cache.v, seq_lens=seq_lens, block_tables=batch.block_tables, scale=self.scale
+                q,
+                cache.k,
+                cache.v,
+                seq_lens=batch.seq_lens,
+                block_tables=batch.block_tables,
+                max_seq_len=batch.max_seq_len,
+                scale=self.scale,
+                gate=gate,
+                kernels=self.kernels,
             )
         else:
             o = paged_attention_prefill(
                 q,
                 cache.k,
                 cache.v,
-                query_lens=batch.query_lens_host,
-                seq_lens=seq_lens,
+                cu_seqlens_q=batch.cu_seqlens_q,
+                seq_lens=batch.seq_lens,
                 block_tables=batch.block_tables,
+                max_query_len=batch.max_query_len,
                 scale=self.scale,
+                gate=gate,
+                kernels=self.kernels,
             )
         o = o.reshape(num_tokens, self.num_heads * self.head_dim)
-        if gate is not None:
-            o = o * torch.sigmoid(gate.reshape(num_tokens, -1))
         out: torch.Tensor = self.o_proj(o)
         return out

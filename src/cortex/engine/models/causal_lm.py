@@ -45,7 +45,7 @@ from cortex.engine.layers.norm import RMSNorm
 from cortex.engine.layers.rotary import RotaryEmbedding
 
 
-def make_ffn(config: ModelConfig, layer_idx: int) -> nn.Module:
+def make_ffn(config: ModelConfig, layer_idx: int, *, kernels: KernelBackend) -> nn.Module:
     if config.moe_layers and config.moe_layers[layer_idx]:
         return SparseMoeBlock(
             config.hidden_size,
@@ -54,6 +54,7 @@ def make_ffn(config: ModelConfig, layer_idx: int) -> nn.Module:
             moe_intermediate_size=config.moe_intermediate_size,
             shared_expert_intermediate_size=config.shared_expert_intermediate_size,
             norm_topk_prob=config.norm_topk_prob,
+            kernels=kernels,
         )
     return SwiGLUMLP(config.hidden_size, config.intermediate_size)
 
@@ -93,7 +94,7 @@ class DecoderLayer(nn.Module):
                 bias=config.attention_bias,
                 kernels=kernels,
             )
-        self.mlp = make_ffn(config, layer_idx)
+        self.mlp = make_ffn(config, layer_idx, kernels=kernels)
         self.input_layernorm = RMSNorm(
             config.hidden_size, config.rms_norm_eps, zero_centred=zero_centred, kernels=kernels
         )
