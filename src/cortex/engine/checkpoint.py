@@ -9,11 +9,15 @@ transformers' ``AutoModelForCausalLM``. Written without transformers: the tensor
 cortex's own model built on the meta device.
 
 Presets (``PRESETS``): ``tiny`` (hidden 64, 4 layers, vocab 512), ``small`` (hidden 256, 8 layers,
-vocab 4096) and ``0.8b`` (Qwen3.5-0.8B's shape: hidden 1024, 24 layers, vocab 248320; for ``qwen3`` the
-Qwen3-0.6B shape; the MoE archs use the 0.8B trunk with 32 experts, which is not a published model).
+vocab 4096), ``0.8b`` (Qwen3.5-0.8B's shape: hidden 1024, 24 layers, vocab 248320; for ``qwen3`` the
+Qwen3-0.6B shape; the MoE archs use the 0.8B trunk with 32 experts, which is not a published model) and
+``9b`` (Qwen3.5-9B's shape: hidden 4096, 32 layers, 16 / 4 attention heads, 16 / 32 linear-attention
+heads, untied; the MoE archs again with 32 experts).
 
 Tensors are made and written one at a time (``SafetensorsWriter``), so memory holds one tensor, and
-each one written advances the job's progress (``cortex.engine.progress``).
+each one written advances the job's progress (``cortex.engine.progress``). ``device``: where the random
+values are drawn (``cuda`` writes a 9B checkpoint in seconds where the CPU takes minutes; the values
+then differ from the CPU's for the same seed, reproducibly per device).
 """
 
 from __future__ import annotations
@@ -91,6 +95,25 @@ _TRUNKS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "shared_expert_intermediate_size": 512,
             "max_position_embeddings": 262144,
             "tie_word_embeddings": True,
+        },
+        "9b": {
+            "vocab_size": 248320,
+            "hidden_size": 4096,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 4,
+            "head_dim": 256,
+            "intermediate_size": 12288,
+            "linear_num_key_heads": 16,
+            "linear_num_value_heads": 32,
+            "linear_key_head_dim": 128,
+            "linear_value_head_dim": 128,
+            "num_experts": 32,
+            "num_experts_per_tok": 4,
+            "moe_intermediate_size": 512,
+            "shared_expert_intermediate_size": 512,
+            "max_position_embeddings": 262144,
+            "tie_word_embeddings": False,
         },
     }
 )
@@ -191,6 +214,7 @@ def make_model(
     vocab_size: int | None = None,
     max_shard_bytes: int = 2 << 30,
     progress: ProgressCallback | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Write a random-weight ``arch`` checkpoint of ``preset`` size into ``path`` (created if needed).
 
@@ -226,7 +250,7 @@ def make_model(
         callbacks=(progress or ProgressReporter(),),
     )
     tracker.start()
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     for filename, shard in zip(names, shards, strict=True):
         declared = [(name, shape, torch_dtype) for name, shape in shard]
         with SafetensorsWriter(folder / filename, declared, metadata={"format": "pt"}) as writer:
@@ -238,7 +262,7 @@ def make_model(
                     zero_centred=model_config.norm_zero_centred,
                     std=0.5 * model_config.hidden_size**-0.5,
                 ).to(torch_dtype)
-                writer.write(name, tensor)
+                writer.write(name, tensor.cpu())
                 tracker.advance(tensor.numel() * itemsize)
     if len(shards) > 1:
         weight_map = {name: file for file, shard in zip(names, shards, strict=True) for name, _ in shard}
@@ -301,21 +325,22 @@ def hf_tensor_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]
 def _random_tensor(
     name: str, shape: tuple[int, ...], generator: torch.Generator, *, zero_centred: bool, std: float
 ) -> torch.Tensor:
+    device = generator.device
     if name.endswith("A_log"):
-        return torch.empty(shape).uniform_(1.0, 16.0, generator=generator).log()
+        return torch.empty(shape, device=device).uniform_(1.0, 16.0, generator=generator).log()
     if name.endswith("dt_bias"):
-        return torch.randn(shape, generator=generator) * 0.5
+        return torch.randn(shape, generator=generator, device=device) * 0.5
     if name.endswith("norm.weight"):
         # zero-centred norms are applied as (1 + w), the GDN gated norm and Qwen3's norms as w:
         # either way the effective scale is near 1, not exactly 1, so the convention is exercised
         plain = not zero_centred or name.endswith("linear_attn.norm.weight")
-        return torch.randn(shape, generator=generator) * 0.1 + (1.0 if plain else 0.0)
+        return torch.randn(shape, generator=generator, device=device) * 0.1 + (1.0 if plain else 0.0)
     if name.endswith("conv1d.weight"):
         bound = 1.0 / math.sqrt(shape[-1])
-        return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+        return torch.empty(shape, device=device).uniform_(-bound, bound, generator=generator)
     # std 0.5 / sqrt(hidden_size) (0.0625 for tiny, 0.016 for 0.8b): large enough that a tiny random
     # model's greedy output is not one repeated token
-    return torch.randn(shape, generator=generator) * std
+    return torch.randn(shape, generator=generator, device=device) * std
 
 
 def _eos_ids(vocab_size: int) -> list[int]:

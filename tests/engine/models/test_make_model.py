@@ -72,6 +72,15 @@ def test_0_8b_preset_is_the_qwen3_5_0_8b_shape() -> None:
     assert (qwen3.num_hidden_layers, qwen3.vocab_size, qwen3.rope_theta) == (28, 151936, 1e6)
 
 
+def test_9b_preset_is_the_qwen3_5_9b_shape() -> None:
+    config = ModelConfig.from_dicts(hf_config("qwen3_5", "9b"), {})
+    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (4096, 32, 12288)
+    assert (config.num_attention_heads, config.num_kv_heads, config.head_dim) == (16, 4, 256)
+    assert (config.linear_num_key_heads, config.linear_num_value_heads) == (16, 32)
+    assert not config.tie_word_embeddings
+    assert 8.5e9 < config.num_parameters() < 9.5e9
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(InvalidRequestError, match="unknown arch 'llama'"):
         hf_config("llama", "tiny")
