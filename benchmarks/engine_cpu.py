@@ -138,11 +138,18 @@ class Runner:
 
 
 class CortexRunner(Runner):
+    """cortex's engine; prefix caching off, so that repeated prompts are computed each time."""
+
     name = "cortex"
 
-    def __init__(self, folder: Path, dtype: str) -> None:
+    def __init__(self, folder: Path, dtype: str, *, device: str = "cpu", max_model_len: int = 4096) -> None:
         self.engine = cortex.Engine.from_pretrained(
-            folder, device="cpu", dtype=dtype, max_num_seqs=32, max_model_len=4096
+            folder,
+            device=device,
+            dtype=dtype,
+            max_num_seqs=32,
+            max_model_len=max_model_len,
+            enable_prefix_caching=False,
         )
 
     def generate(self, prompts: Sequence[Sequence[int]], num_tokens: int) -> list[list[int]]:
@@ -156,13 +163,15 @@ class CortexRunner(Runner):
 class TransformersRunner(Runner):
     name = "transformers"
 
-    def __init__(self, folder: Path, dtype: str) -> None:
+    def __init__(self, folder: Path, dtype: str, *, device: str = "cpu") -> None:
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
+        self.device = device
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+        self.model = model.to(device).eval()
 
     def generate(self, prompts: Sequence[Sequence[int]], num_tokens: int) -> list[list[int]]:
-        ids = torch.tensor([list(p) for p in prompts])  # equal lengths: no padding
+        ids = torch.tensor([list(p) for p in prompts], device=self.device)  # equal lengths: no padding
         with torch.inference_mode():
             out = self.model.generate(
                 ids,
