@@ -16,7 +16,7 @@
 #   engine         benchmarks/engine_gpu.py: 0.8b and 9b, cortex vs transformers (vLLM if installed)
 #   kernel_tests   every kernel's parity test and the whole-engine triton-vs-ref test, compiled on the GPU
 #   prefix_cache   benchmarks/prefix_cache.py, 0.8b bf16 (needs ../shared/data, shared/data or .gpu/data)
-#   bench_*        every benchmarks/bench_*.py (bench_gated_delta: the Gated DeltaNet kernels' fuller table)
+#   bench_*        every benchmarks/bench_*.py (the Gated DeltaNet kernels' fuller table, TP=2 vs TP=1)
 # Each stage's output is OUT_DIR/<stage>.txt; summary.txt lists every stage's status and seconds.
 set -uo pipefail
 dry_run=0
@@ -114,11 +114,17 @@ fi
 # every benchmarks/bench_*.py (a kernel family's own fuller table), with what the budget leaves
 for bench in benchmarks/bench_*.py; do
   [ -e "$bench" ] || continue
-  if [ "$dry_run" = 1 ]; then
-    stage "$(basename "$bench" .py)" 60 "$py" "$bench" --device cpu --tiny
+  name="$(basename "$bench" .py)"
+  if [ "$dry_run" = 0 ]; then
+    bench_args=(--device cuda)
   else
-    stage "$(basename "$bench" .py)" 60 "$py" "$bench" --device cuda
+    case "$name" in
+      bench_gated_delta) bench_args=(--device cpu --tiny) ;;
+      bench_tensor_parallel) bench_args=(--device cpu --preset tiny --batch 2 --tokens 4 --repeats 1) ;;
+      *) bench_args=(--device cpu) ;;
+    esac
   fi
+  stage "$name" 60 "$py" "$bench" "${bench_args[@]}"
 done
 note "gpu_check exit status: $status (budget ${budget_s} s, used ${SECONDS} s)"
 exit "$status"
