@@ -155,14 +155,18 @@ async def one_stream(
     result = StreamResult(dialect, index)
     path = "/v1/chat/completions" if dialect == "openai" else "/v1/messages"
     started = time.monotonic()
+    status: int | None = None  # where a transport error struck: before the head, or after some lines
+    lines: list[tuple[float, str]] = []
     try:
         async with client.stream("POST", path, json=body(dialect, prompt, max_tokens, stream=True)) as reply:
+            status = reply.status_code
             if reply.status_code != 200:
                 result.error = f"{reply.status_code} {(await reply.aread())[:200]!r}"
                 return result
-            lines = [(time.monotonic(), line) async for line in reply.aiter_lines()]
+            async for line in reply.aiter_lines():
+                lines.append((time.monotonic(), line))
     except httpx.HTTPError as error:
-        result.error = f"{type(error).__name__}: {error}"
+        result.error = f"{type(error).__name__}: {error} (status {status}, {len(lines)} lines read)"
         return result
     finally:
         result.total_s = time.monotonic() - started
@@ -224,7 +228,7 @@ async def run(gateway_url: str, neuron_urls: dict[str, str], args: argparse.Name
                 result.garbled = f"{result.num_tokens} tokens, not {num_tokens}"
     lost = [r for r in results if not r.ok]
     garbled = [r for r in results if r.ok and r.garbled]
-    examples = [f"lost {r.dialect}: {r.error[:160]}" for r in lost[:5]]
+    examples = [f"lost {r.dialect} after {r.total_s:.1f} s: {r.error[:160]}" for r in lost[:5]]
     examples += [f"garbled {r.dialect}: {r.garbled[:160]}" for r in garbled[:5]]
     done = [r for r in results if r.ok and not r.garbled]
     return Report(
