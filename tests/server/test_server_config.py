@@ -121,9 +121,13 @@ def test_sizes(raw, expected):
     assert parse_bytes(raw) == expected
 
 
-def test_the_responses_store_lives_under_the_state_folder_unless_placed(tmp_path):
+def test_the_responses_store_lives_under_the_state_folder_unless_placed(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_STATE_HOME")
     default = config_from_dict({}, environ={})
     assert default.responses_store_path() == Path("~/.local/state/cortex/responses.sqlite3").expanduser()
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    followed = config_from_dict({}, environ={})
+    assert followed.responses_store_path() == tmp_path / "xdg" / "cortex" / "responses.sqlite3"
     assert (default.responses.retention_s, default.responses.max_bytes) == (30 * 86400, 2**30)
     (tmp_path / "cortex.toml").write_text('[gateway]\nstate_dir = "state"\n[responses]\nmax_bytes = "10MB"\n')
     placed = load_config(tmp_path / "cortex.toml", environ={})

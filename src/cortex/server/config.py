@@ -41,7 +41,13 @@ DEFAULT_GATEWAY_PORT = 31313
 DEFAULT_METRICS_PORT = 31314
 DEFAULT_NEURON_PORT = 13131
 DEFAULT_MODELS_DIR = "~/.cache/cortex/models"
-DEFAULT_STATE_DIR = "~/.local/state/cortex"
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/cortex``, else ``~/.local/state/cortex`` (expanded where it is used)."""
+    return Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state") / "cortex"
+
+
 RESPONSES_STORE_FILE = "responses.sqlite3"
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
@@ -135,8 +141,9 @@ class GatewayConfig(_Section):
         examples=[60],
     )
     state_dir: Path = Field(
-        default=Path(DEFAULT_STATE_DIR),
-        description="The folder of what the gateway keeps itself: the Responses store.",
+        default_factory=default_state_dir,
+        description="The folder of what the gateway keeps itself: the Responses store. Default "
+        "`$XDG_STATE_HOME/cortex`, else `~/.local/state/cortex`.",
         examples=["/var/lib/cortex"],
     )
     access_log: bool = Field(
@@ -408,7 +415,7 @@ class NeuronConfig(_Section):
 class CortexConfig(_Section):
     """The whole of ``cortex.toml``. ``source`` is the file it came from (None: defaults only)."""
 
-    gateway: GatewayConfig = GatewayConfig()
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     responses: ResponsesConfig = ResponsesConfig()
     auth: AuthConfig = AuthConfig()
     fleet: dict[str, Any] = Field(
