@@ -71,9 +71,12 @@ def test_padded_decode_step_equals_the_unpadded_one(hf_checkpoint: Callable) -> 
             batch = runner._forward_batch(
                 packet.to(torch.device("cpu")), query_lens, num_cached, max_seq_len=128
             )
+            if pad_to is not None:  # the padding row has no context: attention reads no block of it
+                assert batch.seq_lens.tolist()[len(seqs) :] == [0] * (pad_to - len(seqs))
             logits[pad_to] = model(batch, caches)
             after[pad_to] = [tuple(t.clone() for t in cache) for cache in caches]
     assert logits[4].shape[0] == 4
+    assert torch.isfinite(logits[4]).all()
     torch.testing.assert_close(logits[4][:3], logits[None], atol=1e-5, rtol=1e-5)
     for layer, (padded, unpadded, old) in enumerate(zip(after[4], after[None], before, strict=True)):
         if isinstance(caches[layer], AttentionCache):

@@ -130,6 +130,8 @@ class ModelRunner:
             if seq.sampling is not None:
                 logits_indices.append(cu_seqlens[i + 1] - 1)
         num_padding = 0 if pad_to is None else pad_to - len(seqs)
+        # a padding row has no context at all (seq_lens 0), so attention reads none of its (absent) blocks
+        seq_lens = [c + q for c, q in zip(num_cached, query_lens, strict=True)] + [0] * num_padding
         if num_padding:
             input_ids += [0] * num_padding
             positions += [0] * num_padding
@@ -139,12 +141,12 @@ class ModelRunner:
             logits_indices += range(len(seqs), len(seqs) + num_padding)
             cu_seqlens += range(cu_seqlens[-1] + 1, cu_seqlens[-1] + 1 + num_padding)
             query_lens += (1,) * num_padding
-            num_cached += (0,) * num_padding  # seq_lens 0: no context
+            num_cached += (0,) * num_padding
         packet.put("input_ids", input_ids, torch.int64)
         packet.put("positions", positions, torch.int64)
         packet.put("cu_seqlens_q", cu_seqlens, torch.int32)
         packet.put("num_cached_tokens", num_cached, torch.int32)
-        packet.put("seq_lens", [c + q for c, q in zip(num_cached, query_lens, strict=True)], torch.int32)
+        packet.put("seq_lens", seq_lens, torch.int32)
         packet.put("slot_mapping", slot_mapping, torch.int64)
         packet.put("block_tables", block_tables, torch.int32)
         packet.put("state_slots", state_slots, torch.int64)
