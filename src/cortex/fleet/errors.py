@@ -116,13 +116,16 @@ def _error_message(body: Any) -> str:
 
 
 class NeuronTransportError(FleetError):
-    """A request to a neuron got no answer: ``gone`` when the connection was refused or dropped (the
-    neuron leaves routing at once), ``timed_out`` when it did not answer in time (it is slow, or frozen),
-    else a broken body."""
+    """A request to a neuron got no answer: ``gone`` when the connection was refused (the neuron leaves
+    routing at once), or dropped while its answer was arriving; ``timed_out`` when it did not answer in
+    time (it is slow, or frozen); ``dropped`` when a connection closed before any answer came (a pooled
+    keep-alive connection the neuron closed as it was reused looks the same: no evidence of death, the
+    request is tried again); else a broken body."""
 
     http_status = 502
 
-    def __init__(self, message: str, *, gone: bool, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, gone: bool, timed_out: bool = False, dropped: bool = False) -> None:
         super().__init__(message)
         self.gone = gone
         self.timed_out = timed_out
+        self.dropped = dropped

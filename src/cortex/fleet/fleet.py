@@ -299,12 +299,12 @@ class Fleet:
             except TimeoutError:
                 _close(response)
                 release()
-                failover.failures.append((neuron, f"neuron {neuron} froze before answering"))
+                failover.failed(neuron, f"neuron {neuron} froze before answering")
                 continue
             except NeuronTransportError as exc:
                 _close(response)
                 release()
-                failover.failures.append((neuron, self._transport_failed(neuron, exc)))
+                failover.failed(neuron, self._transport_failed(neuron, exc), exclude=not exc.dropped)
                 continue
             except BaseException:
                 _close(response)
@@ -313,7 +313,7 @@ class Fleet:
             if response.status == 200 and not first:
                 response.close()
                 release()
-                failover.failures.append((neuron, "the answer ended before its first byte"))
+                failover.failed(neuron, "the answer ended before its first byte")
                 continue
             if response.status != 200:
                 response.close()
@@ -571,14 +571,23 @@ class _Failover:
     model: str
     failures: list[tuple[str, str]] = field(default_factory=list)
     last_5xx: UpstreamError | None = None
+    _excluded: set[str] = field(default_factory=set)
 
     @property
     def excluded(self) -> frozenset[str]:
-        return frozenset(neuron for neuron, _ in self.failures)
+        """The neurons the next attempt avoids: every one that failed, but for a first dropped connection."""
+        return frozenset(self._excluded)
+
+    def failed(self, neuron: str, cause: str, *, exclude: bool = True) -> None:
+        """Record a failed attempt. ``exclude=False`` (a connection dropped before any answer, as a pooled
+        one the neuron closed at that moment is) lets the next attempt go back to the same neuron, once."""
+        if exclude or any(name == neuron for name, _ in self.failures):
+            self._excluded.add(neuron)
+        self.failures.append((neuron, cause))
 
     def retry(self, neuron: str, reply: UpstreamReply) -> None:
         """Record a reply that ``_should_retry`` sent elsewhere (a 5xx, or a stale 404)."""
-        self.failures.append((neuron, f"HTTP {reply.status}"))
+        self.failed(neuron, f"HTTP {reply.status}")
         retry_after = reply.headers.get("retry-after")
         self.last_5xx = (
             UpstreamError(neuron, reply.status, reply.body, retry_after=retry_after)

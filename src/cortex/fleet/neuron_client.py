@@ -23,18 +23,24 @@ from cortex.fleet.profiles import NeuronSpec
 
 __all__ = ["NeuronClient", "SSEDecoder", "UpstreamReply", "UpstreamResponse"]
 
-# A connection that could not be made or was dropped: the neuron is gone until a poll says otherwise.
-_GONE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ConnectionTimeoutError)
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# Idle pooled connections are closed well before a server's own keep-alive timeout (uvicorn's is 5 s),
+# so a request is seldom sent on a connection the server is closing at that moment.
+KEEPALIVE_S = 2.0
 
 
-def _transport_error(exc: BaseException) -> NeuronTransportError:
-    gone = isinstance(exc, _GONE) or (
-        isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, TimeoutError)
-    )
-    return NeuronTransportError(
-        f"{type(exc).__name__}: {exc}", gone=gone, timed_out=isinstance(exc, TimeoutError) and not gone
-    )
+def _transport_error(exc: BaseException, *, answering: bool = False) -> NeuronTransportError:
+    """What a failure says about the neuron. A refused connection is evidence of death (``gone``); a
+    timeout, connecting included, is slowness (``timed_out``); a connection closed or reset is evidence
+    of death only once the answer was ``answering`` (arriving), else it is ``dropped``."""
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TimeoutError):
+        return NeuronTransportError(message, gone=False, timed_out=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return NeuronTransportError(message, gone=True)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return NeuronTransportError(message, gone=answering, dropped=not answering)
+    return NeuronTransportError(message, gone=False)
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,14 @@ class UpstreamResponse:
         try:
             return await self._response.read()
         except _FAILURES as exc:
-            raise _transport_error(exc) from exc
+            raise _transport_error(exc, answering=True) from exc
 
     async def read_chunk(self) -> bytes:
         """The next bytes of the body as they arrive; ``b""`` at its end."""
         try:
             return await self._response.content.readany()
         except _FAILURES as exc:
-            raise _transport_error(exc) from exc
+            raise _transport_error(exc, answering=True) from exc
 
     def close(self) -> None:
         self._response.close()
@@ -116,7 +122,7 @@ class NeuronClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 self.spec.url.rstrip("/") + "/",
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_S),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers=self._headers,
                 auto_decompress=False,

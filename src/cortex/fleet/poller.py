@@ -5,11 +5,14 @@ model statuses from ``/health`` + ``/models``, and loadable models from ``/disco
 neuron: its ``/v1/models``, all loaded). ``Poller`` polls every neuron's three routes concurrently (all
 neurons at once, each with a timeout) and tells slow from dead:
 
-- a refused or dropped connection is evidence of death: the neuron leaves routing at once;
-- a poll that times out is not: the neuron is **slow** (a cortex neuron answers ``/health`` even while
-  busy, so it is overloaded or frozen) and routed around while another neuron can serve. A slow neuron
-  gets a liveness probe: one ``/health`` left to run for ``frozen_after_s``. A neuron starved of CPU
-  answers it late, and stays slow; one that never answers (SIGSTOP, a hung host) is
+- a refused connection, or one dropped while an answer was arriving, is evidence of death: the neuron
+  leaves routing at once (a connection closed before any answer is not: a pooled keep-alive connection
+  the neuron closed just as it was reused looks the same, so the request is simply tried again);
+- a poll that times out (connecting included) is not: the neuron is **slow** (a cortex neuron answers
+  ``/health`` even while busy, so it is overloaded or frozen) and routed around while another neuron
+  can serve. A slow neuron gets a liveness probe: one ``/health`` left to run for ``frozen_after_s``.
+  A neuron starved of CPU answers it late, and stays slow; one that never answers (SIGSTOP, a hung
+  host) is
   :attr:`NeuronState.frozen`, and the fleet cuts what it has in flight there that has also gone silent
   (a frozen neuron costs its requests a bounded wait; a busy one is left alone);
 - any other failure (an error status, a body that breaks the contract) counts towards
@@ -133,13 +136,17 @@ class NeuronState:
             self.healthy = False
 
     def record_transport_error(self, exc: NeuronTransportError, *, unhealthy_after: int) -> str:
-        """A request failed in transport: refused or dropped connections take the neuron out of routing
-        at once (until a poll succeeds); a timeout makes it slow. Returns the cause as text."""
+        """A request failed in transport: a refused connection, or one dropped while the answer was
+        arriving, takes the neuron out of routing at once (until a poll succeeds); a timeout makes it
+        slow; a connection dropped before any answer says nothing (the request is tried again). Returns
+        the cause as text."""
         cause = str(exc)
         if exc.gone:
             self.mark_down(cause)
         elif exc.timed_out:
             self.record_timeout(cause)
+        elif exc.dropped:
+            self.last_error = cause
         else:
             self.record_failure(cause, unhealthy_after=unhealthy_after)
         return cause
@@ -269,6 +276,8 @@ class Poller:
                 self._timed_out(state)
             elif exc.gone:
                 state.mark_down(f"poll failed: {exc}")
+            elif exc.dropped:
+                state.last_error = f"poll failed: {exc}"  # no evidence either way: the next poll tells
             else:
                 state.record_failure(f"poll failed: {exc}", unhealthy_after=self._unhealthy_after)
             return
