@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -234,3 +235,22 @@ async def test_a_frozen_neuron_costs_its_requests_a_bounded_wait_and_never_hangs
 async def timed(reply: Any) -> tuple[httpx.Response, float]:
     started = time.monotonic()
     return await reply, time.monotonic() - started
+
+
+def test_an_idle_connection_outlives_the_clients_own_pool_expiry(fleet):
+    """httpx (and so the OpenAI and Anthropic SDKs) keeps an idle connection 5 s; a server that closed it
+    at the same moment would reset a request sent on it, unanswered. Both servers keep it longer."""
+    request = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+    servers = [fleet.gateway, *fleet.neurons.values()]
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for server in servers]
+    try:
+        for sock in sockets:
+            sock.sendall(request)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(httpx.Limits().keepalive_expiry + 1.0)
+        for sock in sockets:  # the same connections, idle all that while, still serve
+            sock.sendall(request)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in sockets:
+            sock.close()

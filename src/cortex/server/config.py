@@ -131,6 +131,15 @@ class GatewayConfig(_Section):
         "response.",
         examples=[5],
     )
+    keep_alive_s: int = Field(
+        default=75,
+        gt=0,
+        description="How long an idle keep-alive connection is kept open between requests. Longer than "
+        "clients keep idle connections in their pools (httpx and so the OpenAI and Anthropic SDKs: 5 s), "
+        "so that a client never sends a request on a connection the server is closing at that moment "
+        "(uvicorn's own 5 s default races httpx's 5 s: such a request is lost, reset unanswered).",
+        examples=[30],
+    )
     request_timeout_s: float = Field(
         default=30.0,
         gt=0,
@@ -381,6 +390,15 @@ class NeuronConfig(_Section):
     )
     max_body_bytes: ByteSize = Field(
         default=32 * 2**20, description="Larger request bodies get 413.", examples=["64MiB"]
+    )
+    keep_alive_s: int = Field(
+        default=75,
+        gt=0,
+        description="How long an idle keep-alive connection is kept open between requests. Longer than "
+        "clients keep idle connections in their pools (httpx and so the OpenAI and Anthropic SDKs: 5 s), "
+        "so that a client never sends a request on a connection the server is closing at that moment "
+        "(uvicorn's own 5 s default races httpx's 5 s: such a request is lost, reset unanswered).",
+        examples=[30],
     )
     request_timeout_s: float = Field(
         default=30.0,

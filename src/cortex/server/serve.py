@@ -27,11 +27,18 @@ def configure_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
 
 
-def _config(app: Litestar, *, request_timeout_s: float, **options: Any) -> uvicorn.Config:
+def _config(app: Litestar, *, request_timeout_s: float, keep_alive_s: int, **options: Any) -> uvicorn.Config:
     """uvicorn with httptools' C parser (instead of h11) and uvloop's event loop (instead of asyncio's),
     chosen by benchmarks/gateway.py (docs/benchmarks.md); a request must arrive within
-    ``request_timeout_s`` (:mod:`cortex.server.http_protocol`)."""
-    return uvicorn.Config(app, loop="uvloop", http=bounded_request_protocol(request_timeout_s), **options)
+    ``request_timeout_s`` (:mod:`cortex.server.http_protocol`); an idle connection is kept
+    ``keep_alive_s``."""
+    return uvicorn.Config(
+        app,
+        loop="uvloop",
+        http=bounded_request_protocol(request_timeout_s),
+        timeout_keep_alive=keep_alive_s,
+        **options,
+    )
 
 
 def _gateway_servers(config: CortexConfig, app: Litestar) -> list[uvicorn.Server]:
@@ -43,6 +50,7 @@ def _gateway_servers(config: CortexConfig, app: Litestar) -> list[uvicorn.Server
     api = _config(
         app,
         request_timeout_s=config.gateway.request_timeout_s,
+        keep_alive_s=config.gateway.keep_alive_s,
         host=listen.host,
         port=listen.port,
         log_level="info",
@@ -63,6 +71,7 @@ def _metrics_server(config: CortexConfig, metrics_app: Litestar) -> uvicorn.Serv
         _config(
             metrics_app,
             request_timeout_s=config.gateway.request_timeout_s,
+            keep_alive_s=config.gateway.keep_alive_s,
             host=listen.host,
             port=listen.port,
             log_config=None,  # uvicorn's logging is process-wide: the API server's Config sets it
@@ -107,6 +116,7 @@ def serve_neuron(config: NeuronConfig) -> None:
         timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
         loop="uvloop",
         http=bounded_request_protocol(config.request_timeout_s),
+        timeout_keep_alive=config.keep_alive_s,
     )
 
 
@@ -133,6 +143,7 @@ async def _serve_embedded(config: CortexConfig, *, demo_preset: str) -> None:
     neuron = _config(
         create_neuron(config.neuron),
         request_timeout_s=config.neuron.request_timeout_s,
+        keep_alive_s=config.neuron.keep_alive_s,
         log_config=None,
         log_level=None,
     )
