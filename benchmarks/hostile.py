@@ -7,7 +7,10 @@ oversized bodies, out-of-range sampling values, hostile model names, wrong metho
 ``--concurrency`` in flight. Meanwhile canaries (ordinary requests in both dialects, streamed and not)
 run against the same server; after the run, the time until a canary succeeds again is measured. Then
 ``--slowloris`` connections send their headers a byte a second for ``--slowloris-s`` seconds and the
-table shows how many the server had closed. A request that takes over 5 s is a hang.
+table shows how many the server had closed. A request is a **hang** when it gets no answer, or an
+error answer, or the head of its stream, after more than 5 s; a successful answer that took longer only
+because it generated many tokens (a hostile ``max_tokens`` clamped to the context window is still a
+valid request) is counted apart, as a long generation, with the fewest tokens one of them generated.
 
     python benchmarks/hostile.py [--requests 10000] [--concurrency 16] [--seed 0] [--src PATH] [--json F]
 
@@ -47,6 +50,8 @@ class Outcome:
     kind: str
     status: int | None  # None: no response (timeout or transport error)
     seconds: float
+    head_s: float = 0.0  # until the response head (a stream's first bytes)
+    output_tokens: int | None = None  # a non-streamed 2xx answer's usage
     error: str = ""  # a transport error's class, or what was wrong with the body
     dialect_ok: bool = True
     message_len: int = 0
@@ -60,6 +65,8 @@ class Report:
     num_500: int = 0
     num_5xx: int = 0
     num_hangs: int = 0
+    num_long_generations: int = 0  # 2xx answers over HANG_S that generated tokens all along
+    fewest_long_tokens: int | None = None
     num_no_response: int = 0
     num_wrong_dialect: int = 0
     longest_error_message: int = 0
@@ -91,12 +98,13 @@ async def send(client: httpx.AsyncClient, request: HostileRequest) -> Outcome:
         async with client.stream(
             request.method, request.path, content=request.body or None, headers=request.headers
         ) as reply:
+            head_s = time.monotonic() - started
             raw = await reply.aread()
     except httpx.HTTPError as error:
-        return Outcome(request.kind, None, time.monotonic() - started, type(error).__name__)
+        return Outcome(request.kind, None, time.monotonic() - started, error=type(error).__name__)
     seconds = time.monotonic() - started
     text = raw.decode(errors="replace")
-    outcome = Outcome(request.kind, reply.status_code, seconds)
+    outcome = Outcome(request.kind, reply.status_code, seconds, head_s)
     if reply.status_code >= 400:
         try:
             body = json.loads(text)
@@ -115,7 +123,29 @@ async def send(client: httpx.AsyncClient, request: HostileRequest) -> Outcome:
                 outcome.error = f"stream error event {json.dumps(event)[:120]}"
             elif event is not None:
                 outcome.message_len = max(outcome.message_len, len(str(event["error"].get("message", ""))))
+    elif 200 <= reply.status_code < 300:
+        outcome.output_tokens = _output_tokens(text)
     return outcome
+
+
+def _output_tokens(text: str) -> int | None:
+    """The generated token count of a non-streamed answer in either dialect."""
+    try:
+        usage = json.loads(text).get("usage") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    count = usage.get("completion_tokens", usage.get("output_tokens"))
+    return count if isinstance(count, int) else None
+
+
+def _long_generation(outcome: Outcome) -> bool:
+    """A 2xx answer over HANG_S that started in time (a stream's head) or generated tokens all along (at
+    least one per 100 ms): work, not a hang."""
+    if outcome.status is None or not 200 <= outcome.status < 300 or outcome.seconds <= HANG_S:
+        return False
+    if outcome.output_tokens is None:
+        return outcome.head_s <= HANG_S and outcome.head_s < outcome.seconds
+    return outcome.output_tokens >= outcome.seconds / 0.1
 
 
 def _complete(request: HostileRequest, text: str) -> bool:
@@ -197,7 +227,8 @@ async def attack(name: str, url: str, args: argparse.Namespace, *, neuron: bool)
             while (request := await queue.get()) is not None:
                 outcome = await send(client, request)
                 outcomes.append(outcome)
-                bad = outcome.status is None or outcome.status >= 500 or outcome.seconds > HANG_S
+                slow = outcome.seconds > HANG_S and not _long_generation(outcome)
+                bad = outcome.status is None or outcome.status >= 500 or slow
                 if (bad or not outcome.dialect_ok) and len(examples) < 12:
                     status = outcome.status if outcome.status is not None else outcome.error
                     where = f"{request.kind} {request.method} {request.path[:60]}"
@@ -230,7 +261,14 @@ async def attack(name: str, url: str, args: argparse.Namespace, *, neuron: bool)
     report.by_class = dict(sorted(statuses.items()))
     report.num_500 = sum(o.status == 500 for o in outcomes)
     report.num_5xx = sum(o.status is not None and o.status >= 500 for o in outcomes)
-    report.num_hangs = sum(o.seconds > HANG_S or o.error == "ReadTimeout" for o in outcomes)
+    long = [o for o in outcomes if _long_generation(o)]
+    report.num_long_generations = len(long)
+    report.fewest_long_tokens = min(
+        (o.output_tokens for o in long if o.output_tokens is not None), default=None
+    )
+    report.num_hangs = sum(
+        (o.seconds > HANG_S or o.error == "ReadTimeout") and not _long_generation(o) for o in outcomes
+    )
     report.num_no_response = statuses["no response"]
     report.num_wrong_dialect = sum(not o.dialect_ok for o in outcomes)
     report.longest_error_message = max((o.message_len for o in outcomes), default=0)
@@ -241,7 +279,7 @@ async def attack(name: str, url: str, args: argparse.Namespace, *, neuron: bool)
     report.canary_max_ms = 1000 * max(done, default=0.0)
     report.examples = examples
     five_xx = Counter(o.kind for o in outcomes if o.status is not None and o.status >= 500)
-    hangs = Counter(o.kind for o in outcomes if o.seconds > HANG_S)
+    hangs = Counter(o.kind for o in outcomes if o.seconds > HANG_S and not _long_generation(o))
     if five_xx or hangs:
         report.examples.insert(0, f"5xx by kind {dict(five_xx)}; hangs by kind {dict(hangs)}")
     return report
@@ -249,10 +287,11 @@ async def attack(name: str, url: str, args: argparse.Namespace, *, neuron: bool)
 
 def table(reports: list[Report]) -> str:
     rows = [
-        "| server | requests | status classes | 500 | other 5xx | hangs > 5 s | no response | wrong dialect "
+        "| server | requests | status classes | 500 | other 5xx | hangs > 5 s | long generations > 5 s "
+        "(fewest tokens) | no response | wrong dialect "
         "| longest error message | p50 / p99 ms | canaries ok (during + slowloris) | canary max ms "
         "| recovery s | slowloris still open |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         classes = ", ".join(f"{k}: {v}" for k, v in r.by_class.items())
@@ -260,7 +299,8 @@ def table(reports: list[Report]) -> str:
         slow = f"{r.slowloris_open} / {r.slowloris_total}" if r.slowloris_open is not None else "-"
         rows.append(
             f"| {r.server} | {r.num_requests} | {classes} | {r.num_500} | {r.num_5xx - r.num_500} | "
-            f"{r.num_hangs} | {r.num_no_response} | {r.num_wrong_dialect} | {r.longest_error_message} | "
+            f"{r.num_hangs} | {r.num_long_generations} ({r.fewest_long_tokens or '-'}) | "
+            f"{r.num_no_response} | {r.num_wrong_dialect} | {r.longest_error_message} | "
             f"{r.p50_ms:.0f} / {r.p99_ms:.0f} | {r.canaries_ok} / {r.canaries} | {r.canary_max_ms:.0f} | "
             f"{recovery} | {slow} |"
         )

@@ -26,6 +26,8 @@ from cortex.errors import InvalidRequestError
         ("logprobs", 21, "logprobs must be between 0 and 20"),
         ("stop", [""], "stop strings must not be empty"),
         ("stop", [1], "stop must be a str"),
+        ("stop", [f"s{i}" for i in range(65)], "at most 64 distinct stop strings"),
+        ("stop", ["x" * 1025], "of at most 1024 characters"),
         ("stop_token_ids", [-1], "stop_token_ids must be between 0 and"),
         ("stop_token_ids", [2**64], "stop_token_ids must be between 0 and"),
     ],
@@ -35,6 +37,10 @@ def test_nonsense_is_rejected_with_the_field_named(field, value, message):
         SamplingParams(**{field: value})
     assert info.value.param == field
     assert isinstance(info.value, ValueError)
+
+
+def test_repeated_stop_strings_count_once():
+    assert SamplingParams(stop=["x"] * 100_000 + ["y", "x"]).stop == ("x", "y")
 
 
 def test_single_values_become_tuples():
