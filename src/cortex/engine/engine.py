@@ -65,6 +65,7 @@ from cortex.engine.scheduler import ScheduledBatch, Scheduler
 from cortex.engine.stats import EngineStats, ThroughputMeter
 from cortex.engine.step_input import build_step_input
 from cortex.engine.structured.backend import GrammarBackend
+from cortex.engine.structured.errors import UnsupportedSchemaError
 from cortex.engine.text.tokenizer import Tokenizer
 from cortex.errors import InvalidRequestError
 
@@ -198,8 +199,13 @@ class Engine:
         )
         self._tracked: dict[str, RequestStream] = {}
         self._released_ids: list[str] = []  # finished since the last step; the next StepInput lists them
-        self._grammar_backend: GrammarBackend | None = None  # built on the first structured request
+        self._grammar_backend: GrammarBackend | None = None
         self._grammar_lock = threading.Lock()
+        if tokenizer is not None and parallel is None:
+            # now, at load: llguidance's view of a 248k vocabulary takes seconds holding the GIL, which on
+            # the first structured request would stall every other request in the process
+            with contextlib.suppress(UnsupportedSchemaError):  # said again to each structured request
+                self.grammar_backend()
         self._lock = threading.RLock()  # re-entered when a sink aborts its own request
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -394,7 +400,7 @@ class Engine:
         )
 
     def grammar_backend(self) -> GrammarBackend:
-        """The llguidance view of this engine's tokenizer (built once, on first use: a few seconds)."""
+        """The llguidance view of this engine's tokenizer (built once, at load: a few seconds)."""
         with self._grammar_lock:
             if self._grammar_backend is None:
                 if self.tokenizer is None:

@@ -10,7 +10,7 @@ import pytest
 
 from cortex.engine.engine import Engine
 from cortex.engine.sampling_params import SamplingParams
-from cortex.engine.structured import StructuredOutputsParams, UnsupportedSchemaError
+from cortex.engine.structured import StructuredOutputsParams, UnsupportedSchemaError, backend
 from cortex.errors import InvalidRequestError
 
 NAME = {"type": "string"}
@@ -151,3 +151,15 @@ def test_preemption_does_not_change_constrained_output(demo_model):
         outs = tight.generate(prompts, params)
         assert tight.stats().num_preemptions > 0
     assert [out.token_ids for out in outs] == expected
+
+
+def test_the_grammar_backend_is_built_at_load_not_by_the_first_structured_request(demo_model, monkeypatch):
+    """Building llguidance's view of the vocabulary holds the GIL for seconds: never while serving."""
+    with Engine.from_pretrained(demo_model, max_model_len=128) as engine:
+        monkeypatch.setattr(backend.GrammarBackend, "__init__", lambda *a, **k: pytest.fail("built late"))
+        monkeypatch.setattr(backend, "_SHARED", {})  # nor taken from another engine's cache now
+        params = SamplingParams(
+            max_tokens=24, temperature=0.0, structured_outputs=StructuredOutputsParams(json_object=True)
+        )
+        (out,) = engine.generate(["x"], params)
+        assert out.finish_reason in ("stop", "length")
