@@ -8,9 +8,9 @@ oversized bodies, out-of-range sampling values, hostile model names, wrong metho
 run against the same server; after the run, the time until a canary succeeds again is measured. Then
 ``--slowloris`` connections send their headers a byte a second for ``--slowloris-s`` seconds and the
 table shows how many the server had closed. A request is a **hang** when it gets no answer, or an
-error answer, or the head of its stream, after more than 5 s; a successful answer that took longer only
-because it generated many tokens (a hostile ``max_tokens`` clamped to the context window is still a
-valid request) is counted apart, as a long generation, with the fewest tokens one of them generated.
+error answer, or the head of its stream, after more than 5 s; a successful answer of at least 64
+generated tokens (a hostile ``max_tokens`` clamped to the context window is still a valid request) that
+took longer is counted apart, as a long generation, with the fewest tokens one of them generated.
 
     python benchmarks/hostile.py [--requests 10000] [--concurrency 16] [--seed 0] [--src PATH] [--json F]
 
@@ -42,6 +42,7 @@ from hostile_requests import Generator, HostileRequest, error_dialect, normal_re
 from processes import SRC, TINY_MODEL, gateway_process, make_tiny_model, neuron_process, running
 
 HANG_S = 5.0
+LONG_TOKENS = 64  # a 2xx answer that generated this many tokens may take longer than HANG_S
 TIMEOUT_S = 20.0
 
 
@@ -139,13 +140,13 @@ def _output_tokens(text: str) -> int | None:
 
 
 def _long_generation(outcome: Outcome) -> bool:
-    """A 2xx answer over HANG_S that started in time (a stream's head) or generated tokens all along (at
-    least one per 100 ms): work, not a hang."""
+    """A 2xx answer over HANG_S that is work, not a hang: a stream whose head came in time, or an answer
+    of at least LONG_TOKENS generated tokens (a hostile max_tokens clamped to the context window)."""
     if outcome.status is None or not 200 <= outcome.status < 300 or outcome.seconds <= HANG_S:
         return False
     if outcome.output_tokens is None:
         return outcome.head_s <= HANG_S and outcome.head_s < outcome.seconds
-    return outcome.output_tokens >= outcome.seconds / 0.1
+    return outcome.output_tokens >= LONG_TOKENS
 
 
 def _complete(request: HostileRequest, text: str) -> bool:
