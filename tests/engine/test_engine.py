@@ -14,6 +14,7 @@ from cortex.engine.engine import Engine
 from cortex.engine.engine_config import EngineConfig
 from cortex.engine.errors import EngineError
 from cortex.engine.sampling_params import SamplingParams
+from cortex.engine.structured import StructuredOutputsParams, UnsupportedSchemaError
 from cortex.errors import ContextLengthError, InvalidRequestError
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
@@ -126,6 +127,16 @@ def test_text_stop_strings_and_logprobs():
     assert all(len(lp.top) == 2 and lp.top[0][1] == lp.token for lp in plain.logprobs)  # greedy = top-1
     assert stopped.text == full_text[: full_text.index(stop)]
     assert (stopped.finish_reason, stopped.stop_reason) == ("stop", stop)
+
+
+def test_a_tokenizer_llguidance_cannot_read_loads_and_refuses_structured_outputs_clearly():
+    with make_engine(tokenizer=char_tokenizer()) as engine:  # its Fuse decoder is one llguidance lacks
+        structured = StructuredOutputsParams(json_object=True)
+        for _ in range(2):  # tried once, at load; each request is told why
+            with pytest.raises(UnsupportedSchemaError, match="cannot read this model's tokenizer"):
+                engine.generate(["bcd"], SamplingParams(max_tokens=8, structured_outputs=structured))
+        (out,) = engine.generate(["bcd"], SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
+        assert len(out.token_ids) == 4
 
 
 async def test_concurrent_streams_share_the_loop():

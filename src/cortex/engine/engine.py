@@ -199,7 +199,7 @@ class Engine:
         )
         self._tracked: dict[str, RequestStream] = {}
         self._released_ids: list[str] = []  # finished since the last step; the next StepInput lists them
-        self._grammar_backend: GrammarBackend | None = None
+        self._grammar_backend: GrammarBackend | str | None = None  # or why there is none
         self._grammar_lock = threading.Lock()
         if tokenizer is not None and parallel is None:
             # now, at load: llguidance's view of a 248k vocabulary takes seconds holding the GIL, which on
@@ -409,9 +409,14 @@ class Engine:
                     )
                 # the tokenizer's own eos first: a grammar that ends on EOS is closed with it
                 eos_ids = dict.fromkeys([*self.tokenizer.eos_token_ids, *sorted(self._eos_token_ids)])
-                self._grammar_backend = GrammarBackend.for_tokenizer(
-                    self.tokenizer, vocab_size=self.model_config.vocab_size, eos_token_ids=list(eos_ids)
-                )
+                try:
+                    self._grammar_backend = GrammarBackend.for_tokenizer(
+                        self.tokenizer, vocab_size=self.model_config.vocab_size, eos_token_ids=list(eos_ids)
+                    )
+                except UnsupportedSchemaError as exc:
+                    self._grammar_backend = str(exc)  # tried once; every structured request is told why
+            if isinstance(self._grammar_backend, str):
+                raise UnsupportedSchemaError(self._grammar_backend, param="response_format")
             return self._grammar_backend
 
     def _submit(self, request: Request, sink: Sink) -> None:

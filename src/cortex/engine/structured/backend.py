@@ -51,7 +51,14 @@ class GrammarBackend:
         self.vocab_size = vocab_size
         self.eos_token_id = eos_token_ids[0]
         source = str(tokenizer.path) if tokenizer.path is not None else tokenizer.to_json()
-        self.ll_tokenizer = llguidance.LLTokenizer(source, n_vocab=vocab_size, eos_token=list(eos_token_ids))
+        try:
+            self.ll_tokenizer = llguidance.LLTokenizer(
+                source, n_vocab=vocab_size, eos_token=list(eos_token_ids)
+            )
+        except ValueError as exc:  # a tokenizer.json llguidance cannot read (an unknown decoder, say)
+            raise UnsupportedSchemaError(
+                f"structured outputs cannot read this model's tokenizer: {exc}"
+            ) from exc
         self.byte_tokens = [self._byte_token(b) for b in range(256)]
         # bytes -> token id, for the tokens that may follow a closing path
         self.tokens_by_bytes: dict[bytes, int] = {}
