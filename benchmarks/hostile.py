@@ -149,6 +149,10 @@ def _long_generation(outcome: Outcome) -> bool:
     return outcome.output_tokens >= LONG_TOKENS
 
 
+def _hang(outcome: Outcome) -> bool:
+    return (outcome.seconds > HANG_S or outcome.error == "ReadTimeout") and not _long_generation(outcome)
+
+
 def _complete(request: HostileRequest, text: str) -> bool:
     if not request.streams:
         return '"error"' not in text
@@ -228,8 +232,7 @@ async def attack(name: str, url: str, args: argparse.Namespace, *, neuron: bool)
             while (request := await queue.get()) is not None:
                 outcome = await send(client, request)
                 outcomes.append(outcome)
-                slow = outcome.seconds > HANG_S and not _long_generation(outcome)
-                bad = outcome.status is None or outcome.status >= 500 or slow
+                bad = outcome.status is None or outcome.status >= 500 or _hang(outcome)
                 if (bad or not outcome.dialect_ok) and len(examples) < 12:
                     status = outcome.status if outcome.status is not None else outcome.error
                     where = f"{request.kind} {request.method} {request.path[:60]}"
@@ -267,9 +270,7 @@ async def attack(name: str, url: str, args: argparse.Namespace, *, neuron: bool)
     report.fewest_long_tokens = min(
         (o.output_tokens for o in long if o.output_tokens is not None), default=None
     )
-    report.num_hangs = sum(
-        (o.seconds > HANG_S or o.error == "ReadTimeout") and not _long_generation(o) for o in outcomes
-    )
+    report.num_hangs = sum(map(_hang, outcomes))
     report.num_no_response = statuses["no response"]
     report.num_wrong_dialect = sum(not o.dialect_ok for o in outcomes)
     report.longest_error_message = max((o.message_len for o in outcomes), default=0)
@@ -280,7 +281,7 @@ async def attack(name: str, url: str, args: argparse.Namespace, *, neuron: bool)
     report.canary_max_ms = 1000 * max(done, default=0.0)
     report.examples = examples
     five_xx = Counter(o.kind for o in outcomes if o.status is not None and o.status >= 500)
-    hangs = Counter(o.kind for o in outcomes if o.seconds > HANG_S and not _long_generation(o))
+    hangs = Counter(o.kind for o in outcomes if _hang(o))
     if five_xx or hangs:
         report.examples.insert(0, f"5xx by kind {dict(five_xx)}; hangs by kind {dict(hangs)}")
     return report

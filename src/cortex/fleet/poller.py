@@ -135,12 +135,14 @@ class NeuronState:
         if self.consecutive_failures >= unhealthy_after:
             self.healthy = False
 
-    def record_transport_error(self, exc: NeuronTransportError, *, unhealthy_after: int) -> str:
+    def record_transport_error(
+        self, exc: NeuronTransportError, *, unhealthy_after: int, context: str = ""
+    ) -> str:
         """A request failed in transport: a refused connection, or one dropped while the answer was
         arriving, takes the neuron out of routing at once (until a poll succeeds); a timeout makes it
         slow; a connection dropped before any answer says nothing (the request is tried again). Returns
-        the cause as text."""
-        cause = str(exc)
+        the cause as text (after ``context``)."""
+        cause = f"{context}{exc}"
         if exc.gone:
             self.mark_down(cause)
         elif exc.timed_out:
@@ -273,13 +275,11 @@ class Poller:
             return
         except NeuronTransportError as exc:
             if exc.timed_out:
-                self._timed_out(state)
-            elif exc.gone:
-                state.mark_down(f"poll failed: {exc}")
-            elif exc.dropped:
-                state.last_error = f"poll failed: {exc}"  # no evidence either way: the next poll tells
+                self._timed_out(state)  # slow, and probed
             else:
-                state.record_failure(f"poll failed: {exc}", unhealthy_after=self._unhealthy_after)
+                state.record_transport_error(
+                    exc, unhealthy_after=self._unhealthy_after, context="poll failed: "
+                )
             return
         except _POLL_ERRORS as exc:
             state.record_failure(

@@ -54,6 +54,19 @@ _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**1
 _SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
+def _keep_alive_field() -> Any:
+    """``keep_alive_s``, the same for the gateway's and a neuron's listener."""
+    return Field(
+        default=75,
+        gt=0,
+        description="How long an idle keep-alive connection is kept open between requests. Longer than "
+        "clients keep idle connections in their pools (httpx and so the OpenAI and Anthropic SDKs: 5 s), "
+        "so that a client never sends a request on a connection the server is closing at that moment "
+        "(uvicorn's own 5 s default races httpx's 5 s: such a request is lost, reset unanswered).",
+        examples=[30],
+    )
+
+
 def parse_bytes(value: Any) -> Any:
     """``1073741824``, ``"1GiB"``, ``"512 MB"`` -> bytes; anything else is left for pydantic to reject."""
     if isinstance(value, str):
@@ -131,15 +144,7 @@ class GatewayConfig(_Section):
         "response.",
         examples=[5],
     )
-    keep_alive_s: int = Field(
-        default=75,
-        gt=0,
-        description="How long an idle keep-alive connection is kept open between requests. Longer than "
-        "clients keep idle connections in their pools (httpx and so the OpenAI and Anthropic SDKs: 5 s), "
-        "so that a client never sends a request on a connection the server is closing at that moment "
-        "(uvicorn's own 5 s default races httpx's 5 s: such a request is lost, reset unanswered).",
-        examples=[30],
-    )
+    keep_alive_s: int = _keep_alive_field()
     request_timeout_s: float = Field(
         default=30.0,
         gt=0,
@@ -391,15 +396,7 @@ class NeuronConfig(_Section):
     max_body_bytes: ByteSize = Field(
         default=32 * 2**20, description="Larger request bodies get 413.", examples=["64MiB"]
     )
-    keep_alive_s: int = Field(
-        default=75,
-        gt=0,
-        description="How long an idle keep-alive connection is kept open between requests. Longer than "
-        "clients keep idle connections in their pools (httpx and so the OpenAI and Anthropic SDKs: 5 s), "
-        "so that a client never sends a request on a connection the server is closing at that moment "
-        "(uvicorn's own 5 s default races httpx's 5 s: such a request is lost, reset unanswered).",
-        examples=[30],
-    )
+    keep_alive_s: int = _keep_alive_field()
     request_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -107,17 +107,17 @@ def serve_neuron(config: NeuronConfig) -> None:
         config.listen,
         ", ".join(map(str, config.model_dirs)),
     )
-    uvicorn.run(
+    listener = _config(
         app,
+        request_timeout_s=config.request_timeout_s,
+        keep_alive_s=config.keep_alive_s,
         host=config.listen.host,
         port=config.listen.port,
         log_level="info",
         access_log=config.access_log,
         timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
-        loop="uvloop",
-        http=bounded_request_protocol(config.request_timeout_s),
-        timeout_keep_alive=config.keep_alive_s,
     )
+    uvicorn.Server(listener).run()
 
 
 def _loopback_socket() -> socket.socket:
