@@ -5,8 +5,8 @@ clients disconnect. Each test checks issue 16's bound and prints what it measure
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -240,17 +240,22 @@ async def timed(reply: Any) -> tuple[httpx.Response, float]:
 def test_an_idle_connection_outlives_the_clients_own_pool_expiry(fleet):
     """httpx (and so the OpenAI and Anthropic SDKs) keeps an idle connection 5 s; a server that closed it
     at the same moment would reset a request sent on it, unanswered. Both servers keep it longer."""
-    request = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
     servers = [fleet.gateway, *fleet.neurons.values()]
-    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for server in servers]
+    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for server in servers]
     try:
-        for sock in sockets:
-            sock.sendall(request)
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        for connection in connections:
+            connection.request("GET", "/health")
+            reply = connection.getresponse()
+            reply.read()
+            assert reply.status == 200
+        sockets = [connection.sock for connection in connections]
         time.sleep(httpx.Limits().keepalive_expiry + 1.0)
-        for sock in sockets:  # the same connections, idle all that while, still serve
-            sock.sendall(request)
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        for connection, sock in zip(connections, sockets, strict=True):
+            connection.request("GET", "/health")  # on the same connection, idle all that while
+            reply = connection.getresponse()  # a connection the server closed: RemoteDisconnected
+            reply.read()
+            assert reply.status == 200
+            assert connection.sock is sock
     finally:
-        for sock in sockets:
-            sock.close()
+        for connection in connections:
+            connection.close()
