@@ -178,12 +178,16 @@ def test_responses_api_against_real_engines(system):
         **common,
     ) as stream:
         final = stream.get_final_response()
-    (call,) = [item for item in final.output if item.type == "function_call"]
-    assert call.name == "lookup"
-    assert isinstance(json.loads(call.arguments), dict)
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert calls  # required: at least one call (the sampled random model may make several)
+    for call in calls:
+        assert call.name == "lookup"
+        assert isinstance(json.loads(call.arguments), dict)
     follow_up = sdk.responses.create(
         previous_response_id=final.id,
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "found"}],
+        input=[
+            {"type": "function_call_output", "call_id": call.call_id, "output": "found"} for call in calls
+        ],
         tools=tools,
         include=["message.output_text.logprobs"],
         top_logprobs=2,
