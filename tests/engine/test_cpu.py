@@ -53,6 +53,17 @@ def test_emulated_bf16_computes_in_fp32_over_bf16_weights(machine: CpuCapabiliti
     assert not plan.gemv_without_onednn
 
 
+def test_emulated_bf16_with_cortexs_kernel_reads_the_stored_weights_for_every_matmul() -> None:
+    plan = plan_cpu(EPYC_AVX2, torch.bfloat16, weight_bytes=GIB, bf16_kernel=True)
+    assert (plan.compute_dtype, plan.batched_weights) == (torch.float32, "bf16_kernel")
+    assert plan.mixed
+    # native bf16 arithmetic and fp16 weights are the kernel's business nowhere
+    assert plan_cpu(ZEN4, torch.bfloat16, weight_bytes=GIB, bf16_kernel=True).batched_weights == "storage"
+    assert (
+        plan_cpu(EPYC_AVX2, torch.float16, weight_bytes=GIB, bf16_kernel=True).batched_weights == "fp32_copy"
+    )
+
+
 def test_bf16_flag_without_torch_using_it_counts_as_emulated() -> None:
     # ATEN_CPU_CAPABILITY=avx2 on an AVX-512 BF16 machine: torch's kernels do not use the instructions
     lowered = caps("avx2 fma avx512f avx512_bf16", "AVX2")
@@ -119,3 +130,24 @@ def test_engine_threads_follow_the_config_and_engines_take_turns_on_the_cores() 
             assert torch.get_num_threads() == cpu.cpu_capabilities().num_physical_cores
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_bf16_model_on_a_cpu_without_bf16_gets_cortexs_kernel_where_it_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cortex.engine.kernels import cpu_bf16_linear
+    from cortex.engine.models import cpu_layout
+
+    def model() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(64, 32)).to(torch.bfloat16)
+
+    monkeypatch.setattr(cpu_layout, "cpu_capabilities", lambda: EPYC_AVX2)
+    built: list[frozenset[str]] = []
+    monkeypatch.setattr(cpu_bf16_linear, "load", lambda flags: built.append(flags) or None)
+    assert cpu_layout.prepare_cpu_model(model(), torch.bfloat16).batched_weights == "fp32_copy"
+    assert built == [EPYC_AVX2.flags]  # asked for, not there: torch's fp32 matmul
+    assert cpu_layout.prepare_cpu_model(model(), torch.float32).batched_weights == "storage"
+    assert len(built) == 1  # fp32 weights never ask for it
+    monkeypatch.setattr(cpu_layout, "cpu_capabilities", lambda: ZEN4)
+    assert cpu_layout.prepare_cpu_model(model(), torch.bfloat16).batched_weights == "storage"
+    assert len(built) == 1  # nor does a CPU with bf16 arithmetic

@@ -8,11 +8,14 @@ vectorised kernels dispatch to (``torch.backends.cpu.get_cpu_capability()``: ``A
 :func:`plan_cpu` is a pure function of those facts (tests pass fakes). Where the CPU has bf16 (or
 fp16) arithmetic (AVX-512 BF16, AMX, ARM BF16) and torch uses it, a bf16 checkpoint computes in bf16.
 Where it has none, torch emulates bf16 arithmetic and a bf16 matrix multiply of many rows runs at a
-fraction of the fp32 rate, so the engine computes in fp32 over bf16-stored weights: one-row matmuls
-(batch-1 decode, bandwidth-bound) read the bf16 weights directly through ATen's bf16 gemv (half the
-bytes of fp32), and matmuls of several rows (batched decode, prefill; compute-bound) run in fp32 from
-a second, fp32 copy of the weights when memory allows, else from the bf16 weights upcast per call.
-Measured on this machine class in ``benchmarks/engine_cpu.py``; see docs/benchmarks.md.
+fraction of the fp32 rate, so the engine computes in fp32 over bf16-stored weights. On x86 with AVX2
+and FMA every matmul then runs cortex's own kernel (``kernels/cpu_bf16_linear``), which reads the
+stored bf16 weights and sums in fp32, for one row and for many, where it could be built (it needs a C
+compiler). Without it, one-row matmuls (batch-1 decode, bandwidth-bound) read the bf16 weights through
+ATen's bf16 gemv (half the bytes of fp32), and matmuls of several rows (batched decode, prefill) run in
+fp32 from a second, fp32 copy of the weights when memory allows, else from the bf16 weights upcast per
+call. Measured on this machine class in ``benchmarks/engine_cpu.py`` and ``benchmarks/cpu_linear.py``;
+see docs/benchmarks.md.
 
 Threads: the intra-op pool gets one thread per physical core (``num_threads`` overrides), and
 :data:`CPU_STEP_LOCK` lets one CPU forward run at a time in the process, so engines sharing a
@@ -40,7 +43,7 @@ _MEMORY_HEADROOM_BYTES = 2 << 30
 
 CPU_STEP_LOCK = threading.Lock()
 
-BatchedWeights = Literal["storage", "fp32_copy", "upcast"]
+BatchedWeights = Literal["storage", "fp32_copy", "upcast", "bf16_kernel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,9 @@ class CpuPlan:
 
     compute_dtype: activations and arithmetic. batched_weights: what a matmul of several rows reads
     (``storage``: the stored weights; ``fp32_copy``: a second, fp32 layout; ``upcast``: the stored
-    weights converted per call). gemv_without_onednn: one-row bf16 matmuls bypass oneDNN, whose
-    one-row bf16 path runs at half the memory bandwidth (ATen's bf16 gemv reaches it).
+    weights converted per call; ``bf16_kernel``: the stored bf16 weights through cortex's AVX2 kernel,
+    which then runs one-row matmuls too). gemv_without_onednn: one-row bf16 matmuls bypass oneDNN,
+    whose one-row bf16 path runs at half the memory bandwidth (ATen's bf16 gemv reaches it).
     """
 
     weight_dtype: torch.dtype
@@ -81,8 +85,11 @@ class CpuPlan:
         return self.compute_dtype != self.weight_dtype
 
 
-def plan_cpu(caps: CpuCapabilities, weight_dtype: torch.dtype, *, weight_bytes: int) -> CpuPlan:
-    """Decide from the CPU's capabilities; ``weight_bytes`` is the size of the stored matmul weights."""
+def plan_cpu(
+    caps: CpuCapabilities, weight_dtype: torch.dtype, *, weight_bytes: int, bf16_kernel: bool = False
+) -> CpuPlan:
+    """Decide from the CPU's capabilities; ``weight_bytes`` is the size of the stored matmul weights and
+    ``bf16_kernel`` whether cortex's bf16 kernel is built for this CPU (``kernels/cpu_bf16_linear``)."""
     if weight_dtype == torch.float32:
         return CpuPlan(weight_dtype, torch.float32, "storage", gemv_without_onednn=False)
     native = caps.native_bf16 if weight_dtype == torch.bfloat16 else caps.native_fp16
@@ -90,6 +97,8 @@ def plan_cpu(caps: CpuCapabilities, weight_dtype: torch.dtype, *, weight_bytes: 
         return CpuPlan(
             weight_dtype, weight_dtype, "storage", gemv_without_onednn=weight_dtype == torch.bfloat16
         )
+    if weight_dtype == torch.bfloat16 and bf16_kernel:
+        return CpuPlan(weight_dtype, torch.float32, "bf16_kernel", gemv_without_onednn=False)
     fp32_bytes = weight_bytes * 4 // weight_dtype.itemsize
     room = caps.available_memory_bytes - _MEMORY_HEADROOM_BYTES
     batched: BatchedWeights = "fp32_copy" if fp32_bytes <= room else "upcast"

@@ -16,7 +16,8 @@ import pytest
 import torch
 from forward_helpers import NaiveRunner
 
-from cortex.engine.cpu import CpuPlan
+from cortex.engine.cpu import CpuPlan, cpu_capabilities
+from cortex.engine.kernels import cpu_native
 from cortex.engine.models import load_model
 from cortex.engine.models.cpu_layout import CpuEmbedding, CpuLinear, apply_cpu_plan
 
@@ -24,7 +25,10 @@ PLANS = {
     "native-bf16": CpuPlan(torch.bfloat16, torch.bfloat16, "storage", gemv_without_onednn=True),
     "fp32-copy": CpuPlan(torch.bfloat16, torch.float32, "fp32_copy", gemv_without_onednn=False),
     "fp32-upcast": CpuPlan(torch.bfloat16, torch.float32, "upcast", gemv_without_onednn=False),
+    "bf16-kernel": CpuPlan(torch.bfloat16, torch.float32, "bf16_kernel", gemv_without_onednn=False),
 }
+KERNEL_MISSING = cpu_native.unavailable(cpu_capabilities().flags)
+needs_kernel = pytest.mark.skipif(KERNEL_MISSING is not None, reason=f"no CPU kernel here: {KERNEL_MISSING}")
 
 
 def _prompt(n: int, seed: int) -> list[int]:
@@ -33,7 +37,13 @@ def _prompt(n: int, seed: int) -> list[int]:
 
 TOLERANCE = {"qwen3_5": 0.1, "qwen3_5_moe": 0.25}
 # fp32-upcast runs fp32-copy's arithmetic on weights converted per call: checked equal to it, not again here
-CASES = [("qwen3_5", "native-bf16"), ("qwen3_5", "fp32-copy"), ("qwen3_5_moe", "fp32-copy")]
+CASES = [
+    ("qwen3_5", "native-bf16"),
+    ("qwen3_5", "fp32-copy"),
+    ("qwen3_5_moe", "fp32-copy"),
+    pytest.param("qwen3_5", "bf16-kernel", marks=needs_kernel),
+    pytest.param("qwen3_5_moe", "bf16-kernel", marks=needs_kernel),
+]
 
 
 def _oracle(hf_checkpoint: Callable, arch: str) -> tuple:
@@ -59,6 +69,7 @@ def test_each_cpu_plan_stays_close_to_transformers(
     assert linears
     assert all(m.weight.dtype == torch.bfloat16 for m in linears)  # stored as the checkpoint says
     assert all((m.weight_fp32 is not None) == (plan.batched_weights == "fp32_copy") for m in linears)
+    assert all((m.kernel is not None) == (plan.batched_weights == "bf16_kernel") for m in linears)
     if plan.mixed:
         assert isinstance(model.model.embed_tokens, CpuEmbedding)
         assert model.lm_head.weight is model.model.embed_tokens.weight or not config.tie_word_embeddings

@@ -11,7 +11,8 @@ for speculative decoding's verify step). They match transformers' ``causal_conv1
 ``causal_conv1d_update`` fallbacks (``Qwen3_5GatedDeltaNet``).
 
 Each op is a dispatch point (``kernels``, see ``selection.py``): the Triton kernels in
-``causal_conv1d_triton.py`` or the references here.
+``causal_conv1d_triton.py`` or the references here. With the references on an x86 CPU with AVX2 + FMA,
+the one-token decode runs cortex's C kernel (``cpu_conv1d_decode.c``) where it is built.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cortex.engine.cpu import cpu_capabilities
+from cortex.engine.kernels import cpu_conv1d_decode
 from cortex.engine.kernels.causal_conv1d_triton import (
     causal_conv1d_decode_launch,
     causal_conv1d_prefill_launches,
@@ -116,6 +119,10 @@ def causal_conv1d_decode(
     kernels: KernelBackend,
 ) -> torch.Tensor:
     """One new token per sequence continuing its history: x ``[num_seqs, conv_dim]`` -> same shape."""
+    if kernels == "ref" and conv_state.device.type == "cpu":
+        cpu_kernel = cpu_conv1d_decode.load(cpu_capabilities().flags)
+        if cpu_kernel is not None and cpu_kernel.supports(x, weight, conv_state):
+            return cpu_kernel(x, weight, conv_state, state_slots)
     return causal_conv1d_decode_multi(
         x,
         weight,

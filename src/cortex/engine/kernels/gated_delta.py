@@ -17,7 +17,9 @@ Three ops, each a dispatch point (``kernels``, see ``selection.py``: the Triton 
 
 - ``gated_delta_rule_prefill``: ragged sequences (``cu_seqlens``), chunked (WY / UT form, chunk 64);
   reference ``chunk_gated_delta_rule_ref``; kernels in ``gated_delta_chunk.py``.
-- ``gated_delta_rule_decode``: one token per sequence; reference ``gated_delta_rule_decode_ref``.
+- ``gated_delta_rule_decode``: one token per sequence; reference ``gated_delta_rule_decode_ref``. With
+  the references on an x86 CPU with AVX2 + FMA, a float32 state pool is updated by cortex's C kernel
+  (``cpu_gated_delta_decode.c``: the state read and written once, not three times) where it is built.
 - ``gated_delta_rule_decode_multi``: ``num_tokens`` tokens per sequence, the state after *each* token
   kept in its own slot (speculative decoding's verify step; see the function); reference
   ``gated_delta_rule_decode_multi_ref``. Both decode kernels are in ``gated_delta_recurrent.py``.
@@ -34,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cortex.engine.cpu import cpu_capabilities
+from cortex.engine.kernels import cpu_gated_delta_decode
 from cortex.engine.kernels.gated_delta_chunk import CHUNK_SIZE, chunk_gated_delta_rule_launches
 from cortex.engine.kernels.gated_delta_recurrent import gated_delta_rule_recurrent_launch
 from cortex.engine.kernels.selection import KernelBackend
@@ -312,6 +316,11 @@ def gated_delta_rule_decode(
     Shapes as ``gated_delta_rule_prefill`` with one token per sequence; every sequence has a state.
     """
     if kernels == "ref":
+        cpu_kernel = _cpu_decode_kernel(v, state)
+        if cpu_kernel is not None:
+            q_n, k_n = _normalise_qk(q, k, v.shape[1])
+            g, beta = gated_delta_gates_ref(a, b, A_log, dt_bias, torch.float32)
+            return cpu_kernel(state, state_slots, q_n, k_n, v, g.exp(), beta).to(v.dtype)
         return gated_delta_rule_decode_ref(
             q, k, v, a=a, b=b, A_log=A_log, dt_bias=dt_bias, state=state, state_slots=state_slots
         )
@@ -319,6 +328,16 @@ def gated_delta_rule_decode(
         q, k, v, a=a, b=b, A_log=A_log, dt_bias=dt_bias, state=state, initial_state_slots=state_slots,
         token_state_slots=state_slots[:, None], kernels=kernels,
     )  # fmt: skip
+
+
+def _cpu_decode_kernel(
+    v: torch.Tensor, state: torch.Tensor
+) -> cpu_gated_delta_decode.GatedDeltaDecode | None:
+    """cortex's C decode kernel where it takes these tensors (CPU, a float32 pool, 16/32-bit values)."""
+    if state.device.type != "cpu" or v.dtype == torch.float64:
+        return None
+    kernel = cpu_gated_delta_decode.load(cpu_capabilities().flags)
+    return kernel if kernel is not None and kernel.supports(state) else None
 
 
 def gated_delta_rule_decode_multi(

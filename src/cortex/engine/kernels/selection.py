@@ -1,10 +1,11 @@
 """Which implementation of the custom ops an engine runs: the Triton kernels or the PyTorch references.
 
 The one selection point (DESIGN.md "Kernels"). The option is ``auto`` (the Triton kernels on CUDA, the
-references on CPU), ``triton`` (the kernels everywhere: on CPU tensors through Triton's interpreter) or
-``ref`` (the references everywhere). It comes from the engine option (``EngineConfig.kernels``,
-``Engine.from_pretrained(..., kernels=...)``) or, where that is None, from the environment variable
-``CORTEX_KERNELS``; this module is the engine's only reader of ``CORTEX_KERNELS`` and
+references on CPU, where the gated delta rule's and the conv1d's decode steps run cortex's C kernels on
+x86 CPUs with AVX2 + FMA: ``cpu_native.py``), ``triton`` (the kernels everywhere: on CPU tensors
+through Triton's interpreter) or ``ref`` (the references everywhere). It comes from the engine option
+(``EngineConfig.kernels``, ``Engine.from_pretrained(..., kernels=...)``) or, where that is None, from
+the environment variable ``CORTEX_KERNELS``; this module is the engine's only reader of ``CORTEX_KERNELS`` and
 ``TRITON_INTERPRET``. It imports neither torch nor triton, so configs can validate the option cheaply.
 
 The resolved :data:`KernelBackend` is a value each model is built with (every layer holds it and hands

@@ -7,7 +7,9 @@ LM head is tied) and picks its matmul per call from the number of rows, as ``eng
 - one row (batch-1 decode, bandwidth-bound): the stored bf16 weight through ATen's bf16 gemv, the
   activation rounded to bf16 as transformers' bf16 model rounds it, the result back in the compute dtype;
 - several rows (batched decode, prefill): the stored weight when the CPU multiplies that dtype natively,
-  else fp32 from a second fp32 copy of the weight (``fp32_copy``) or the weight upcast per call.
+  else fp32 from a second fp32 copy of the weight (``fp32_copy``) or the weight upcast per call;
+- with ``bf16_kernel``, any number of rows: cortex's kernel reads the stored bf16 weight and sums in fp32
+  (no second copy, the activation not rounded).
 
 When the compute dtype differs from the stored one (fp32 over bf16), the embedding lookup returns the
 compute dtype and every other parameter (norms, conv, decay, experts) is converted to it (they are small
@@ -21,12 +23,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from cortex.engine.cpu import CpuPlan, cpu_capabilities, plan_cpu
+from cortex.engine.kernels import cpu_bf16_linear
+from cortex.engine.kernels.cpu_bf16_linear import Bf16Linear
+from cortex.engine.models.huge_pages import move_to_huge_pages
 
 
 class CpuLinear(nn.Module):
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, plan: CpuPlan) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, plan: CpuPlan, kernel: Bf16Linear | None
+    ) -> None:
         super().__init__()
         self.plan = plan
+        self.kernel = kernel
         self.weight = weight  # [out_features, in_features], plan.weight_dtype
         self.bias = None if bias is None else nn.Parameter(bias.to(plan.compute_dtype), requires_grad=False)
         self.weight_fp32: torch.Tensor | None
@@ -36,6 +44,8 @@ class CpuLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [num_tokens, in_features] in plan.compute_dtype -> [num_tokens, out_features]
+        if self.kernel is not None:
+            return self.kernel(x, self.weight, self.bias)
         if x.shape[0] == 1:
             return self._gemv(x)
         if self.weight_fp32 is not None:
@@ -79,10 +89,11 @@ def apply_cpu_plan(model: nn.Module, plan: CpuPlan) -> nn.Module:
     """Rearrange ``model`` (loaded in ``plan.weight_dtype``, on the CPU) for ``plan``, in place."""
     if not plan.mixed and not plan.gemv_without_onednn:
         return model
+    kernel = _bf16_kernel() if plan.batched_weights == "bf16_kernel" else None
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, CpuLinear(child.weight, child.bias, plan))
+                setattr(parent, name, CpuLinear(child.weight, child.bias, plan, kernel))
             elif isinstance(child, nn.Embedding) and plan.mixed:
                 setattr(parent, name, CpuEmbedding(child.weight, plan.compute_dtype))
     if plan.mixed:
@@ -99,6 +110,20 @@ def prepare_cpu_model(model: nn.Module, weight_dtype: torch.dtype) -> CpuPlan:
     """Plan ``model`` (loaded on the CPU in ``weight_dtype``) from this CPU's capabilities and apply it."""
     linear_weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Linear)}
     weight_bytes = sum(w.numel() * w.element_size() for w in linear_weights.values())
-    plan = plan_cpu(cpu_capabilities(), weight_dtype, weight_bytes=weight_bytes)
+    caps = cpu_capabilities()
+    # build the kernel only where a plan could choose it: bf16 weights, no bf16 arithmetic
+    wanted = weight_dtype == torch.bfloat16 and not caps.native_bf16
+    built = wanted and cpu_bf16_linear.load(caps.flags) is not None
+    plan = plan_cpu(caps, weight_dtype, weight_bytes=weight_bytes, bf16_kernel=built)
     apply_cpu_plan(model, plan)
+    move_to_huge_pages(model)
     return plan
+
+
+def _bf16_kernel() -> Bf16Linear:
+    kernel = cpu_bf16_linear.load(cpu_capabilities().flags)
+    if kernel is None:
+        raise RuntimeError(
+            "the plan needs cortex's bf16 CPU kernel, which could not be built here (see the log)"
+        )
+    return kernel
