@@ -127,12 +127,14 @@ def test_no_kernel_without_avx2_or_a_compiler(
     monkeypatch.setenv("CC", "no-such-cc")
     assert cpu_native.unavailable(frozenset({"avx2", "fma"})) == "no C compiler ($CC, cc or gcc) on PATH"
     cpu_native.library.cache_clear()
+    cpu_bf16_linear.load.cache_clear()
     try:
         with caplog.at_level(logging.INFO, logger=cpu_native.__name__):
             assert cpu_bf16_linear.load(frozenset({"avx2", "fma"})) is None
         assert "no C compiler" in caplog.text
     finally:
         cpu_native.library.cache_clear()
+        cpu_bf16_linear.load.cache_clear()
 
 
 @needs_kernels

@@ -10,6 +10,7 @@ loaded by :mod:`cortex.engine.kernels.cpu_native`.
 from __future__ import annotations
 
 import ctypes
+from functools import cache
 
 import torch
 
@@ -54,7 +55,8 @@ class Bf16Linear:
         return y
 
 
+@cache
 def load(cpu_flags: frozenset[str]) -> Bf16Linear | None:
-    """The kernel for a CPU with ``cpu_flags``, or ``None`` where it cannot be built (logged)."""
+    """The kernel for a CPU with ``cpu_flags`` (built once per process), or ``None`` (logged)."""
     library = cpu_native.library("cpu_bf16_linear", cpu_flags)
     return None if library is None else Bf16Linear(library)

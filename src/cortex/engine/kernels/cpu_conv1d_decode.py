@@ -9,6 +9,7 @@ Qwen3.5's 6,144 channels). Built and loaded by :mod:`cortex.engine.kernels.cpu_n
 from __future__ import annotations
 
 import ctypes
+from functools import cache
 
 import torch
 
@@ -65,7 +66,8 @@ class Conv1dDecode:
         return out
 
 
+@cache
 def load(cpu_flags: frozenset[str]) -> Conv1dDecode | None:
-    """The kernel for a CPU with ``cpu_flags``, or ``None`` where it cannot be built (logged)."""
+    """The kernel for a CPU with ``cpu_flags`` (built once per process), or ``None`` (logged)."""
     library = cpu_native.library("cpu_conv1d_decode", cpu_flags)
     return None if library is None else Conv1dDecode(library)

@@ -8,6 +8,7 @@ Built and loaded by :mod:`cortex.engine.kernels.cpu_native`; measured in ``bench
 from __future__ import annotations
 
 import ctypes
+from functools import cache
 
 import torch
 
@@ -66,7 +67,8 @@ class GatedDeltaDecode:
         return out
 
 
+@cache
 def load(cpu_flags: frozenset[str]) -> GatedDeltaDecode | None:
-    """The kernel for a CPU with ``cpu_flags``, or ``None`` where it cannot be built (logged)."""
+    """The kernel for a CPU with ``cpu_flags`` (built once per process), or ``None`` (logged)."""
     library = cpu_native.library("cpu_gated_delta_decode", cpu_flags)
     return None if library is None else GatedDeltaDecode(library)
